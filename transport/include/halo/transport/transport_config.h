@@ -1,0 +1,66 @@
+// Configuration of a Transport. Every knob is documented here, once, next to its default;
+// see halo/base/config.h for how defaults, file, HALO_* environment and flags combine.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace halo::transport {
+
+struct TransportConfig {
+  // Which RDMA library carries the bytes: "ucx" (UCP) or "ofi" (libfabric, FI_EP_RDM).
+  std::string transport = "ucx";
+  // UCX transports (UCX_TLS), e.g. "posix,sysv,cma,self" for shared memory or "tcp,self".
+  // Empty: UCX's own default (or the UCX_TLS environment variable).
+  std::string ucx_tls = "";
+  // libfabric provider: "tcp" (tcp;ofi_rxm), "shm", or any provider fi_info lists.
+  std::string ofi_provider = "tcp";
+  // Network interface to use (UCX_NET_DEVICES / FI_TCP_IFACE), e.g. "eth0". Empty: the
+  // interface that carries the listen/connect address.
+  std::string net_interface = "";
+  // Core to pin the progress thread to (hwloc logical index); -1 leaves it unpinned.
+  int32_t progress_core = -1;
+  // How the progress thread waits for work: "poll" spins forever (lowest latency, burns a
+  // core), "event" sleeps on the library's event fd, "hybrid" spins for progress_spin_us after
+  // the last event and then sleeps.
+  std::string progress_mode = "hybrid";
+  int64_t progress_spin_us = 200;
+  // Connection set-up (including authentication) must finish within this time.
+  int64_t connect_timeout_ms = 10000;
+  // A peer that connected must authenticate within this time or is dropped.
+  int64_t auth_timeout_ms = 5000;
+  // A keep-alive is sent to a peer not heard from for this long.
+  int64_t keepalive_interval_ms = 500;
+  // A peer not heard from for this long is declared failed: its endpoint is closed and every
+  // pending operation on it completes with UNAVAILABLE. Bounds how long any operation to a
+  // dead or unreachable peer can hang.
+  int64_t peer_timeout_ms = 5000;
+  // Largest active-message header and payload accepted from a peer; larger ones are refused
+  // (sender side) or make the receiver drop the peer.
+  uint64_t max_am_header_bytes = 64 * 1024;
+  uint64_t max_am_payload_bytes = 1ull << 32;
+  // How put/get move bytes: "rma" (the library's one-sided put/get), "am" (active-message
+  // rendezvous straight into the target region), or "auto" (what measured fastest for the
+  // transport in use; see docs/transport.md).
+  std::string rma_mechanism = "auto";
+
+  template <typename V>
+  void visit(V& v) {
+    v("transport", transport, "RDMA library: ucx or ofi");
+    v("ucx_tls", ucx_tls, "UCX transports (UCX_TLS); empty = UCX default");
+    v("ofi_provider", ofi_provider, "libfabric provider: tcp, shm, ...");
+    v("net_interface", net_interface, "network interface; empty = from the address");
+    v("progress_core", progress_core, "core for the progress thread; -1 = unpinned");
+    v("progress_mode", progress_mode, "poll, event or hybrid");
+    v("progress_spin_us", progress_spin_us, "hybrid mode: spin time before sleeping");
+    v("connect_timeout_ms", connect_timeout_ms, "connection + authentication time limit");
+    v("auth_timeout_ms", auth_timeout_ms, "time an inbound peer has to authenticate");
+    v("keepalive_interval_ms", keepalive_interval_ms, "keep-alive period for quiet peers");
+    v("peer_timeout_ms", peer_timeout_ms, "silence after which a peer is declared failed");
+    v("max_am_header_bytes", max_am_header_bytes, "largest accepted message header");
+    v("max_am_payload_bytes", max_am_payload_bytes, "largest accepted message payload");
+    v("rma_mechanism", rma_mechanism, "put/get mechanism: auto, rma or am");
+  }
+};
+
+}  // namespace halo::transport
