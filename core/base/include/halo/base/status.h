@@ -17,6 +17,7 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -113,9 +114,18 @@ class [[nodiscard]] StatusOr {
   Status status() const { return ok() ? Status() : std::get<Status>(v_); }
 
   // Precondition: ok(). Accessing the value of an error aborts with the status in the message.
-  T& value() & { check(); return std::get<T>(v_); }
-  const T& value() const& { check(); return std::get<T>(v_); }
-  T&& value() && { check(); return std::get<T>(std::move(v_)); }
+  T& value() & {
+    check();
+    return std::get<T>(v_);
+  }
+  const T& value() const& {
+    check();
+    return std::get<T>(v_);
+  }
+  T&& value() && {
+    check();
+    return std::get<T>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -144,7 +154,7 @@ void append_part(std::string& out, unsigned long long v);
 void append_part(std::string& out, double v);
 void append_part(std::string& out, const Status& s);
 template <typename I>
-  requires std::is_integral_v<I>
+requires std::is_integral_v<I>
 void append_part(std::string& out, I v) {
   if constexpr (std::is_signed_v<I>) {
     append_part(out, static_cast<long long>(v));
@@ -164,9 +174,9 @@ std::string str_cat(const Parts&... parts) {
 }  // namespace halo
 
 // Evaluates `expr` (a Status); returns it from the enclosing function when not OK.
-#define HALO_RETURN_IF_ERROR(expr)              \
-  do {                                          \
-    ::halo::Status halo_status_ = (expr);       \
+#define HALO_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::halo::Status halo_status_ = (expr);        \
     if (!halo_status_.ok()) return halo_status_; \
   } while (0)
 
@@ -175,8 +185,8 @@ std::string str_cat(const Parts&... parts) {
 
 // `HALO_ASSIGN_OR_RETURN(auto fd, open_file(path));` declares `fd` from a StatusOr, or returns
 // its error from the enclosing function.
-#define HALO_ASSIGN_OR_RETURN(lhs, expr)                                       \
-  auto HALO_STATUS_CONCAT(halo_statusor_, __LINE__) = (expr);                  \
-  if (!HALO_STATUS_CONCAT(halo_statusor_, __LINE__).ok())                      \
-    return HALO_STATUS_CONCAT(halo_statusor_, __LINE__).status();              \
+#define HALO_ASSIGN_OR_RETURN(lhs, expr)                          \
+  auto HALO_STATUS_CONCAT(halo_statusor_, __LINE__) = (expr);     \
+  if (!HALO_STATUS_CONCAT(halo_statusor_, __LINE__).ok())         \
+    return HALO_STATUS_CONCAT(halo_statusor_, __LINE__).status(); \
   lhs = std::move(*HALO_STATUS_CONCAT(halo_statusor_, __LINE__))
