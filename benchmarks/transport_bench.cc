@@ -28,8 +28,8 @@ using halo::transport::TransportConfig;
 namespace tools = halo::transport::tools;
 
 struct BenchConfig {
-  std::string peer = "";         // Echo server address; empty: start one on this machine.
-  std::string secret_file = "";  // The echo server's secret, with --peer.
+  std::string peer = "";                  // Echo server address; empty: start one on this machine.
+  std::string secret_file = "";           // The echo server's secret, with --peer.
   std::string listen_host = "127.0.0.1";  // Where a self-started echo server listens.
 
   template <typename V>
@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
   std::string address = config.peer;
   if (address.empty()) {
     secret = tools::random_secret();
-    auto child = tools::EchoChild::spawn(transport_config, secret, config.listen_host,
-                                         kRegionBytes);
+    auto child =
+        tools::EchoChild::spawn(transport_config, secret, config.listen_host, kRegionBytes);
     if (!child.ok()) {
       std::cerr << "halo_transport_bench: " << child.status() << "\n";
       return 1;

@@ -87,6 +87,14 @@ Completion EndpointBase::track(Completion done) {
   return [self = std::move(self), op](Status status) {
     auto it = self->pending_.find(op);
     if (it == self->pending_.end()) return;  // Already completed when the endpoint went down.
+    const auto state = self->state_.load();
+    if (!status.ok() && (state == State::kClosed || state == State::kFailed) &&
+        !self->down_status_.ok()) {
+      // The library's own reason ("request cancelled") says less than why the endpoint went
+      // down; report both, with the code of the latter.
+      status = Status(self->down_status_.code(),
+                      str_cat(self->down_status_.message(), " (", status.message(), ")"));
+    }
     Completion user_done = std::move(it->second);
     self->pending_.erase(it);
     self->transport_.operations_pending_.fetch_sub(1, std::memory_order_relaxed);
@@ -95,13 +103,16 @@ Completion EndpointBase::track(Completion done) {
 }
 
 Status EndpointBase::down_status() const {
-  if (!down_status_.ok()) return down_status_;
-  return unavailable_error(str_cat("connection to ", peer_address_, " is not open"));
+  if (down_status_.ok()) {
+    return unavailable_error(str_cat("connection to ", peer_address_, " is not open"));
+  }
+  return unavailable_error(
+      str_cat("connection to ", peer_address_, " is down (", down_status_.message(), ")"));
 }
 
 void EndpointBase::submit(std::function<Status(Completion)> op, Completion done) {
-  auto run = [self = std::static_pointer_cast<EndpointBase>(shared_from_this()),
-              op = std::move(op), done = std::move(done)]() mutable {
+  auto run = [self = std::static_pointer_cast<EndpointBase>(shared_from_this()), op = std::move(op),
+              done = std::move(done)]() mutable {
     if (self->state_.load() != State::kOpen) {
       done(self->down_status());
       return;
@@ -119,8 +130,8 @@ void EndpointBase::send_am(uint16_t am_id, std::span<const std::byte> header,
   Status invalid;
   if (am_id >= kFirstReservedAmId) {
     invalid = invalid_argument_error(
-        str_cat("active-message id ", am_id, " is reserved for the transport (ids >= ",
-                kFirstReservedAmId, ")"));
+        str_cat("active-message id ", am_id,
+                " is reserved for the transport (ids >= ", kFirstReservedAmId, ")"));
   } else if (header.size() > config.max_am_header_bytes) {
     invalid = invalid_argument_error(str_cat("message header of ", header.size(),
                                              " bytes exceeds max_am_header_bytes (",
@@ -139,8 +150,8 @@ void EndpointBase::send_am(uint16_t am_id, std::span<const std::byte> header,
     return;
   }
   submit(
-      [this, am_id, invalid, header_copy = std::string(reinterpret_cast<const char*>(header.data()),
-                                                       header.size()),
+      [this, am_id, invalid,
+       header_copy = std::string(reinterpret_cast<const char*>(header.data()), header.size()),
        payload](Completion tracked) {
         if (!invalid.ok()) return invalid;
         do_send_am(am_id, as_bytes(header_copy), payload, std::move(tracked));
@@ -160,8 +171,7 @@ Status check_range(const MemoryRegion& local, size_t local_offset, const RemoteR
   }
   if (remote_offset > remote.length || length > remote.length - remote_offset) {
     return out_of_range_error(str_cat("remote range [", remote_offset, ", +", length,
-                                      ") exceeds the peer's region of ", remote.length,
-                                      " bytes"));
+                                      ") exceeds the peer's region of ", remote.length, " bytes"));
   }
   return Status();
 }
@@ -216,10 +226,10 @@ void EndpointBase::flush(Completion done) {
 void EndpointBase::close() {
   transport_.run_on_progress_thread(
       [self = std::static_pointer_cast<EndpointBase>(shared_from_this())] {
-        self->transport_.take_down(*self, cancelled_error(str_cat("connection to ",
-                                                                   self->peer_address_,
-                                                                   " was closed locally")),
-                                   /*closed_locally=*/true);
+        self->transport_.take_down(
+            *self,
+            cancelled_error(str_cat("connection to ", self->peer_address_, " was closed locally")),
+            /*closed_locally=*/true);
       });
 }
 
@@ -257,8 +267,8 @@ TransportBase::~TransportBase() {
 
 Status TransportBase::set_am_handler(uint16_t am_id, AmHandler handler) {
   if (am_id >= kFirstReservedAmId) {
-    return invalid_argument_error(str_cat("active-message id ", am_id,
-                                          " is reserved for the transport"));
+    return invalid_argument_error(
+        str_cat("active-message id ", am_id, " is reserved for the transport"));
   }
   if (connections_started_.load()) {
     return failed_precondition_error("set active-message handlers before listen() or connect()");
@@ -268,16 +278,14 @@ Status TransportBase::set_am_handler(uint16_t am_id, AmHandler handler) {
 }
 
 void TransportBase::set_accept_handler(std::function<void(const EndpointPtr&)> handler) {
-  run_on_progress_thread([this, handler = std::move(handler)]() mutable {
-    accept_handler_ = std::move(handler);
-  });
+  run_on_progress_thread(
+      [this, handler = std::move(handler)]() mutable { accept_handler_ = std::move(handler); });
 }
 
 void TransportBase::set_failure_handler(
     std::function<void(const EndpointPtr&, const Status&)> handler) {
-  run_on_progress_thread([this, handler = std::move(handler)]() mutable {
-    failure_handler_ = std::move(handler);
-  });
+  run_on_progress_thread(
+      [this, handler = std::move(handler)]() mutable { failure_handler_ = std::move(handler); });
 }
 
 Status TransportBase::listen(const std::string& host, uint16_t port) {
@@ -371,7 +379,9 @@ void TransportBase::stop() {
     for (auto& [id, ep] : endpoints) {
       take_down(*ep, cancelled_error("the transport is shutting down"), /*closed_locally=*/true);
     }
-    stopping_.store(true);
+    // The loop keeps progressing until the library has completed the closed endpoints'
+    // operations (or close_grace_ms ran out), then stops.
+    draining_ = true;
   });
   thread_.join();
   // Anything posted after the thread's last drain still runs, here, as the progress thread.
@@ -409,7 +419,8 @@ void TransportBase::progress_loop() {
                         ? std::chrono::microseconds(0)
                         : std::chrono::microseconds(config_.progress_spin_us);
   auto last_activity = Clock::now();
-  while (!stopping_.load(std::memory_order_relaxed)) {
+  for (;;) {
+    if (draining_ && closing_.empty()) break;
     unsigned events = progress_backend();
     if (has_posted_.load(std::memory_order_relaxed)) events += drain_posted();
     const auto now = Clock::now();
@@ -424,7 +435,7 @@ void TransportBase::progress_loop() {
     if (!may_sleep || now - last_activity < spin) continue;
 
     sleeping_.store(true);
-    if (!has_posted_.load() && !stopping_.load() && arm_backend()) {
+    if (!has_posted_.load() && !draining_ && arm_backend()) {
       const int timeout_ms = backend_fd >= 0 ? kMaxSleepMs : kNoFdNapMs;
       epoll_event ready[4];
       int n = epoll_wait(epoll_fd_, ready, 4, timeout_ms);
@@ -443,9 +454,11 @@ void TransportBase::progress_loop() {
 }
 
 void TransportBase::run_timers(Clock::time_point now) {
+  if (!closing_.empty()) finish_closing(now);
   if (endpoints_.empty()) return;
   const auto keepalive = std::chrono::milliseconds(config_.keepalive_interval_ms);
   const auto peer_timeout = std::chrono::milliseconds(config_.peer_timeout_ms);
+  const auto idle_peer_timeout = std::chrono::milliseconds(config_.idle_peer_timeout_ms);
   const auto auth_timeout = std::chrono::milliseconds(config_.auth_timeout_ms);
   std::vector<std::shared_ptr<EndpointBase>> endpoints;
   endpoints.reserve(endpoints_.size());
@@ -466,11 +479,14 @@ void TransportBase::run_timers(Clock::time_point now) {
         }
         break;
       case EndpointBase::State::kOpen:
-        if (now - ep->last_heard_ >= peer_timeout) {
+        if (now - ep->last_heard_ >= (ep->pending_.empty() ? idle_peer_timeout : peer_timeout)) {
+          const bool busy = !ep->pending_.empty();
           take_down(*ep,
-                    unavailable_error(str_cat("peer ", ep->peer_address_, " silent for ",
-                                              config_.peer_timeout_ms,
-                                              " ms (peer_timeout_ms): presumed dead or cut off")),
+                    unavailable_error(
+                        str_cat("peer ", ep->peer_address_, " silent for ",
+                                busy ? config_.peer_timeout_ms : config_.idle_peer_timeout_ms,
+                                " ms (", busy ? "peer_timeout_ms" : "idle_peer_timeout_ms",
+                                "): presumed dead or cut off")),
                     /*closed_locally=*/false);
         } else if (now - ep->last_heard_ >= keepalive && now - ep->last_ping_ >= keepalive) {
           ep->last_ping_ = now;
@@ -603,9 +619,9 @@ void TransportBase::handle_handshake(EndpointBase& ep, uint16_t am_id,
       if (ep.outbound_ || !authenticating || ep.peer_nonce_.empty()) return out_of_order();
       if (!parse(auth, header) ||
           !same_secret_proof(proof("client", ep.my_nonce_, ep.peer_nonce_), auth.client_proof())) {
-        return reject(ep, unauthenticated_error(str_cat(
-                              "peer ", ep.peer_address_,
-                              " failed to prove the cluster secret; connection dropped")));
+        return reject(ep, unauthenticated_error(
+                              str_cat("peer ", ep.peer_address_,
+                                      " failed to prove the cluster secret; connection dropped")));
       }
       send_control(ep, kAmWelcome, "");
       open_endpoint(ep);
@@ -630,8 +646,7 @@ void TransportBase::handle_handshake(EndpointBase& ep, uint16_t am_id,
       if (ep.state_.load() != State::kOpen) return out_of_order();
       return;
     case kAmClose:
-      take_down(ep,
-                unavailable_error(str_cat("peer ", ep.peer_address_, " closed the connection")),
+      take_down(ep, unavailable_error(str_cat("peer ", ep.peer_address_, " closed the connection")),
                 /*closed_locally=*/false);
       return;
     default:
@@ -658,8 +673,8 @@ void TransportBase::send_control(EndpointBase& ep, uint16_t am_id, std::string b
     if (!self) return;
     auto& endpoint = static_cast<EndpointBase&>(*self);
     take_down(endpoint,
-              status.with_context(str_cat("sending transport message ", am_id, " to ",
-                                          endpoint.peer_address_)),
+              status.with_context(
+                  str_cat("sending transport message ", am_id, " to ", endpoint.peer_address_)),
               /*closed_locally=*/false);
   });
 }
@@ -671,7 +686,26 @@ void TransportBase::reject(EndpointBase& ep, const Status& why) {
 }
 
 void TransportBase::on_endpoint_error(EndpointBase& ep, const Status& why) {
+  // An inbound peer that leaves before authenticating (for instance a client that found out
+  // we do not share its secret) counts as rejected.
+  if (!ep.outbound_ && ep.state_.load() == EndpointBase::State::kAuthenticating) {
+    return reject(ep, why);
+  }
   take_down(ep, why, /*closed_locally=*/false);
+}
+
+void TransportBase::finish_closing(Clock::time_point now) {
+  std::erase_if(closing_, [&](auto& entry) {
+    auto& [ep, deadline] = entry;
+    if (ep->pending_.empty()) return true;
+    if (now < deadline) return false;
+    spdlog::error(
+        "transport: the {} library did not complete {} operation(s) to {} within "
+        "close_grace_ms ({} ms) of closing; completing them with an error",
+        backend_name(), ep->pending_.size(), ep->peer_address_, config_.close_grace_ms);
+    ep->finish_all_pending(ep->down_status_);
+    return true;
+  });
 }
 
 void TransportBase::take_down(EndpointBase& ep, const Status& why, bool closed_locally) {
@@ -690,7 +724,10 @@ void TransportBase::take_down(EndpointBase& ep, const Status& why, bool closed_l
     ep.do_send_am(kAmClose, {}, {}, [](Status) {});
   }
   ep.do_close(force);
-  ep.finish_all_pending(why);
+  if (!ep.pending_.empty()) {
+    closing_.emplace_back(keep_alive,
+                          Clock::now() + std::chrono::milliseconds(config_.close_grace_ms));
+  }
   endpoints_.erase(ep.id());
   if (was_open) endpoints_open_.fetch_sub(1);
   if (!closed_locally) peers_failed_.fetch_add(was_open ? 1 : 0);

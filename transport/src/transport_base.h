@@ -77,11 +77,12 @@ class EndpointBase : public Endpoint {
   virtual void do_get(const MemoryRegion& local, size_t local_offset, const RemoteRegion& remote,
                       size_t remote_offset, size_t length, Completion done) = 0;
   virtual void do_flush(Completion done) = 0;
-  // Tears the library-level connection down. With `force`, outstanding operations are
-  // cancelled: the backend must stop touching their buffers before returning or complete
-  // them with an error later. Called once. TransportBase completes every operation still
-  // pending after this returns with the endpoint's failure status and ignores late
-  // completions from the backend.
+  // Tears the library-level connection down. Called once. With `force`, outstanding
+  // operations are cancelled. Either way the backend must then complete every outstanding
+  // operation (with an error where it did not finish), and only once the library no longer
+  // touches its buffers: a completion tells the caller the buffer is free. As a safety net
+  // against a library that never answers, TransportBase completes whatever is still pending
+  // `close_grace_ms` later itself, with the endpoint's failure status, and logs it.
   virtual void do_close(bool force) = 0;
 
   TransportBase& transport() { return transport_; }
@@ -177,13 +178,15 @@ class TransportBase : public Transport {
   void progress_loop();
   unsigned drain_posted();
   void run_timers(Clock::time_point now);
+  // Completes the operations of taken-down endpoints whose library missed close_grace_ms.
+  void finish_closing(Clock::time_point now);
   void wake();
 
   void begin_client_handshake(const std::shared_ptr<EndpointBase>& ep);
   void handle_handshake(EndpointBase& ep, uint16_t am_id, std::span<const std::byte> header);
   void open_endpoint(EndpointBase& ep);
-  // Declares `ep` down: closes it in the backend, completes its pending operations with
-  // `why`, and runs the failure handler unless the local side closed it.
+  // Declares `ep` down: closes it in the backend (which then completes its operations), and
+  // runs the failure handler unless the local side closed it.
   void take_down(EndpointBase& ep, const Status& why, bool closed_locally);
   void send_control(EndpointBase& ep, uint16_t am_id, std::string bytes);
   std::string proof(std::string_view role, std::string_view first_nonce,
@@ -193,7 +196,7 @@ class TransportBase : public Transport {
   const std::string secret_;
 
   std::unordered_map<uint16_t, AmHandler> handlers_;  // Set before listen/connect.
-  std::atomic<bool> connections_started_{false};       // listen() or connect() was called.
+  std::atomic<bool> connections_started_{false};      // listen() or connect() was called.
   std::function<void(const EndpointPtr&)> accept_handler_;
   std::function<void(const EndpointPtr&, const Status&)> failure_handler_;
 
@@ -202,6 +205,9 @@ class TransportBase : public Transport {
 
   // Endpoints the transport keeps alive (connecting, authenticating, open). Progress thread.
   std::map<uint64_t, std::shared_ptr<EndpointBase>> endpoints_;
+  // Endpoints taken down whose backend has not completed every operation yet, with the time
+  // after which TransportBase completes them itself. Progress thread.
+  std::vector<std::pair<std::shared_ptr<EndpointBase>, Clock::time_point>> closing_;
   std::atomic<uint64_t> next_endpoint_id_{1};
 
   // Hand-off queue from other threads to the progress thread.
@@ -214,7 +220,7 @@ class TransportBase : public Transport {
 
   std::thread thread_;
   std::atomic<std::thread::id> thread_id_{};
-  std::atomic<bool> stopping_{false};
+  bool draining_ = false;  // stop() has closed every endpoint; progress thread only.
   bool started_ = false;
   Clock::time_point next_timer_run_ = Clock::now();
 

@@ -73,8 +73,9 @@ int main() {
       links.push_back({b, l});
     }
   }
-  std::printf("halo transport demo: two processes, 8 B active-message ping-pong (half round "
-              "trip) and bulk puts into registered memory\n");
+  std::printf(
+      "halo transport demo: two processes, 8 B active-message ping-pong (half round "
+      "trip) and bulk puts into registered memory\n");
   int failures = 0;
   for (const Link& l : links) {
     Status s = run(l);

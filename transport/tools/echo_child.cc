@@ -21,13 +21,14 @@ namespace halo::transport::tools {
 namespace {
 
 StatusOr<std::string> find_echo_binary() {
-  if (const char* env = std::getenv("HALO_ECHO_BIN"); env != nullptr && *env) return std::string(env);
+  if (const char* env = std::getenv("HALO_ECHO_BIN"); env != nullptr && *env)
+    return std::string(env);
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return internal_error("cannot resolve /proc/self/exe: " + ec.message());
-  for (const auto& candidate : {self.parent_path() / "halo-transport-echo",
-                                self.parent_path().parent_path() / "transport" /
-                                    "halo-transport-echo"}) {
+  for (const auto& candidate :
+       {self.parent_path() / "halo-transport-echo",
+        self.parent_path().parent_path() / "transport" / "halo-transport-echo"}) {
     if (std::filesystem::exists(candidate)) return candidate.string();
   }
   return not_found_error(str_cat("halo-transport-echo not found next to ", self.string(),

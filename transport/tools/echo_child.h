@@ -19,8 +19,7 @@ class EchoChild {
   // waits until it prints its address. The secret is handed over in an owner-only file.
   static StatusOr<std::unique_ptr<EchoChild>> spawn(const TransportConfig& config,
                                                     const std::string& secret,
-                                                    const std::string& host,
-                                                    size_t region_bytes);
+                                                    const std::string& host, size_t region_bytes);
   // Stops the child (SIGTERM, then waits) and removes the secret file.
   ~EchoChild();
 

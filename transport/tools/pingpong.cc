@@ -87,7 +87,8 @@ StatusOr<std::unique_ptr<PingPongClient>> PingPongClient::connect(const Transpor
   auto region_reply = std::make_shared<std::promise<StatusOr<RemoteRegion>>>();
   auto region_future = region_reply->get_future();
   HALO_RETURN_IF_ERROR(client->transport_->set_am_handler(
-      kRegionReplyAm, [region_reply](AmMessage& m) { region_reply->set_value(decode_region(m.header)); }));
+      kRegionReplyAm,
+      [region_reply](AmMessage& m) { region_reply->set_value(decode_region(m.header)); }));
   HALO_RETURN_IF_ERROR(client->transport_->set_am_handler(kEchoReplyAm, [self](AmMessage& m) {
     LatencyRun* run = self->latency_.get();
     if (run == nullptr || run->finished) return;

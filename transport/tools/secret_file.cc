@@ -22,8 +22,8 @@ StatusOr<std::string> read_secret_file(const std::string& path) {
   if (!in.good() && !in.eof()) return errno_error(errno, str_cat("reading secret file ", path));
   std::string secret = contents.str();
   if (secret.size() < 16) {
-    return invalid_argument_error(str_cat("secret file ", path, " holds ", secret.size(),
-                                          " bytes; at least 16 are needed"));
+    return invalid_argument_error(
+        str_cat("secret file ", path, " holds ", secret.size(), " bytes; at least 16 are needed"));
   }
   return secret;
 }

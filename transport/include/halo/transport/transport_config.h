@@ -31,10 +31,17 @@ struct TransportConfig {
   int64_t auth_timeout_ms = 5000;
   // A keep-alive is sent to a peer not heard from for this long.
   int64_t keepalive_interval_ms = 500;
-  // A peer not heard from for this long is declared failed: its endpoint is closed and every
-  // pending operation on it completes with UNAVAILABLE. Bounds how long any operation to a
-  // dead or unreachable peer can hang.
+  // A peer not heard from for this long while operations to it are pending is declared
+  // failed: its endpoint is closed and every pending operation on it completes with
+  // UNAVAILABLE. Bounds how long any operation to a dead or unreachable peer can hang.
   int64_t peer_timeout_ms = 5000;
+  // A peer with no operation pending is declared failed after this much silence. Longer than
+  // peer_timeout_ms because a healthy peer that is busy pushing bulk data to us (RMA, which
+  // we do not see) may answer keep-alives late, and nothing here waits on it.
+  int64_t idle_peer_timeout_ms = 30000;
+  // After an endpoint is taken down, the library has this long to complete its outstanding
+  // operations (releasing their buffers) before they are completed with an error regardless.
+  int64_t close_grace_ms = 2000;
   // Largest active-message header and payload accepted from a peer; larger ones are refused
   // (sender side) or make the receiver drop the peer.
   uint64_t max_am_header_bytes = 64 * 1024;
@@ -56,7 +63,9 @@ struct TransportConfig {
     v("connect_timeout_ms", connect_timeout_ms, "connection + authentication time limit");
     v("auth_timeout_ms", auth_timeout_ms, "time an inbound peer has to authenticate");
     v("keepalive_interval_ms", keepalive_interval_ms, "keep-alive period for quiet peers");
-    v("peer_timeout_ms", peer_timeout_ms, "silence after which a peer is declared failed");
+    v("peer_timeout_ms", peer_timeout_ms, "silence that fails a peer with pending operations");
+    v("idle_peer_timeout_ms", idle_peer_timeout_ms, "silence that fails a peer with none");
+    v("close_grace_ms", close_grace_ms, "time the library has to finish a closed peer's ops");
     v("max_am_header_bytes", max_am_header_bytes, "largest accepted message header");
     v("max_am_payload_bytes", max_am_payload_bytes, "largest accepted message payload");
     v("rma_mechanism", rma_mechanism, "put/get mechanism: auto, rma or am");
