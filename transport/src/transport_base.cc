@@ -419,17 +419,26 @@ void TransportBase::progress_loop() {
                         ? std::chrono::microseconds(0)
                         : std::chrono::microseconds(config_.progress_spin_us);
   auto last_activity = Clock::now();
+  // Reading the clock costs about as much as an idle pass of the library, so the loop reads
+  // it only every kClockEvery passes: timers and the spin window are coarse by design.
+  constexpr unsigned kClockEvery = 64;
+  unsigned passes = 0;
+  bool active = false;
   for (;;) {
     if (draining_ && closing_.empty()) break;
     unsigned events = progress_backend();
     if (has_posted_.load(std::memory_order_relaxed)) events += drain_posted();
+    active |= events > 0;
+    if (++passes % kClockEvery != 0) continue;
     const auto now = Clock::now();
+    coarse_now_ = now;
     if (now >= next_timer_run_) {
       run_timers(now);
       next_timer_run_ = now + kTimerPeriod;
     }
-    if (events > 0) {
+    if (active) {
       last_activity = now;
+      active = false;
       continue;
     }
     if (!may_sleep || now - last_activity < spin) continue;
@@ -447,7 +456,7 @@ void TransportBase::progress_loop() {
       }
     }
     sleeping_.store(false);
-    last_activity = Clock::now();
+    last_activity = coarse_now_ = Clock::now();
   }
   // Final drain so nothing posted before stop() is lost.
   drain_posted();
@@ -507,13 +516,13 @@ void TransportBase::on_inbound(std::shared_ptr<EndpointBase> ep) {
   endpoints_[ep->id()] = std::move(ep);
 }
 
-void TransportBase::on_heard_from(EndpointBase& ep) { ep.last_heard_ = Clock::now(); }
+void TransportBase::on_heard_from(EndpointBase& ep) { ep.last_heard_ = coarse_now_; }
 
 void TransportBase::on_am(EndpointBase& ep, uint16_t am_id, std::span<const std::byte> header,
                           std::span<const std::byte> payload) {
   const auto state = ep.state_.load();
   if (state == EndpointBase::State::kClosed || state == EndpointBase::State::kFailed) return;
-  ep.last_heard_ = Clock::now();
+  ep.last_heard_ = coarse_now_;
   if (am_id >= kFirstReservedAmId) {
     if (am_id >= kFirstBackendAm) {
       reject(ep, invalid_argument_error(str_cat("unexpected transport message id ", am_id)));

@@ -223,6 +223,9 @@ class TransportBase : public Transport {
   bool draining_ = false;  // stop() has closed every endpoint; progress thread only.
   bool started_ = false;
   Clock::time_point next_timer_run_ = Clock::now();
+  // The loop's last clock reading (at most kClockEvery passes old): liveness stamps use it
+  // instead of reading the clock once per message.
+  Clock::time_point coarse_now_ = Clock::now();
 
   std::atomic<uint64_t> peers_authenticated_{0};
   std::atomic<uint64_t> peers_rejected_{0};
