@@ -63,6 +63,25 @@ void BM_AmLatency(benchmark::State& state) {
 }
 BENCHMARK(BM_AmLatency)->Arg(8)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
+void BM_RpcLatency(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  constexpr uint64_t kBatch = 10000;
+  double total_us = 0;
+  uint64_t calls = 0;
+  for (auto _ : state) {
+    auto us = g_client->rpc_latency_us(size, kBatch);
+    if (!us.ok()) {
+      state.SkipWithError(us.status().to_string().c_str());
+      return;
+    }
+    state.SetIterationTime(*us * 2 * kBatch / 1e6);
+    total_us += *us * kBatch;
+    calls += kBatch;
+  }
+  state.counters["half_rtt_us"] = total_us / static_cast<double>(calls);
+}
+BENCHMARK(BM_RpcLatency)->Arg(8)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
 void BM_Bandwidth(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
   // Each iteration moves at least 256 MiB (and at least 8 puts), so that it lasts well above

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <future>
 
+#include "transport/tools/echo.pb.h"
+
 namespace halo::transport::tools {
 namespace {
 
@@ -57,9 +59,15 @@ StatusOr<std::unique_ptr<EchoServer>> EchoServer::start(const TransportConfig& c
   HALO_RETURN_IF_ERROR(server->transport_->set_am_handler(kRegionAm, [descriptor](AmMessage& m) {
     m.from->send_am(kRegionReplyAm, bytes_of(descriptor), {}, [](Status) {});
   }));
+  HALO_ASSIGN_OR_RETURN(server->rpc_, RpcNode::create(*server->transport_));
+  HALO_RETURN_IF_ERROR((server->rpc_->server().handle<EchoMessage, EchoMessage>(
+      kEchoRpcMethod,
+      [](const EchoMessage& request, RpcContext&) -> StatusOr<EchoMessage> { return request; })));
   HALO_RETURN_IF_ERROR(server->transport_->listen(host, port));
   return server;
 }
+
+EchoServer::~EchoServer() { rpc_.reset(); }
 
 struct PingPongClient::LatencyRun {
   uint64_t remaining = 0;
@@ -97,6 +105,7 @@ StatusOr<std::unique_ptr<PingPongClient>> PingPongClient::connect(const Transpor
       if (!s.ok()) run->finish(std::move(s));
     });
   }));
+  HALO_ASSIGN_OR_RETURN(client->rpc_, RpcNode::create(*client->transport_));
   HALO_ASSIGN_OR_RETURN(client->endpoint_,
                         client->transport_->connect(address, std::chrono::seconds(10)));
   HALO_RETURN_IF_ERROR(client->endpoint_->send_am(kRegionAm, {}, {}).get());
@@ -108,7 +117,40 @@ StatusOr<std::unique_ptr<PingPongClient>> PingPongClient::connect(const Transpor
 }
 
 PingPongClient::~PingPongClient() {
+  rpc_.reset();
   if (endpoint_) endpoint_->close();
+}
+
+StatusOr<double> PingPongClient::rpc_latency_us(size_t payload_bytes, uint64_t iterations) {
+  if (iterations == 0) return invalid_argument_error("iterations must be positive");
+  struct Run {
+    uint64_t remaining = 0;
+    EchoMessage request;
+    std::promise<Status> done;
+    std::function<void()> next;
+  };
+  auto run = std::make_shared<Run>();
+  run->remaining = iterations;
+  run->request.set_data(std::string(payload_bytes, 'x'));
+  auto finished = run->done.get_future();
+  // Each completion issues the next call, on the progress thread, as the AM loop does.
+  run->next = [this, raw = run.get()] {
+    rpc_->client().call<EchoMessage, EchoMessage>(endpoint_, kEchoRpcMethod, raw->request,
+                                                  std::chrono::seconds(10),
+                                                  [raw](StatusOr<EchoMessage> response) {
+                                                    if (!response.ok())
+                                                      return raw->done.set_value(response.status());
+                                                    if (--raw->remaining == 0)
+                                                      return raw->done.set_value(Status());
+                                                    raw->next();
+                                                  });
+  };
+  const auto start = Clock::now();
+  transport_->run_on_progress_thread([raw = run.get()] { raw->next(); });
+  Status status = finished.get();
+  const auto elapsed = Clock::now() - start;
+  HALO_RETURN_IF_ERROR(status);
+  return std::chrono::duration<double, std::micro>(elapsed).count() / (2.0 * iterations);
 }
 
 StatusOr<double> PingPongClient::am_latency_us(size_t payload_bytes, uint64_t iterations) {

@@ -3,7 +3,8 @@
 //
 // The echo service answers two active messages: kEchoAm is sent back as kEchoReplyAm with the
 // same header and payload, and kRegionAm is answered with kRegionReplyAm carrying the
-// descriptor of the server's registered region, the target of bandwidth runs.
+// descriptor of the server's registered region, the target of bandwidth runs. It also
+// answers the RPC method kEchoRpcMethod (echo.proto) with the request.
 //
 //   auto server = EchoServer::start(cfg, secret, "127.0.0.1", 0, 256 << 20).value();
 //   auto client = PingPongClient::connect(cfg, secret, server->address()).value();
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "halo/base/status.h"
+#include "halo/transport/rpc.h"
 #include "halo/transport/transport.h"
 
 namespace halo::transport::tools {
@@ -25,6 +27,8 @@ inline constexpr uint16_t kEchoAm = 0x7e01;
 inline constexpr uint16_t kEchoReplyAm = 0x7e02;
 inline constexpr uint16_t kRegionAm = 0x7e03;
 inline constexpr uint16_t kRegionReplyAm = 0x7e04;
+// The RPC method the echo server answers (EchoMessage in, the same EchoMessage out).
+inline constexpr uint32_t kEchoRpcMethod = 1;
 
 // Encodes a RemoteRegion as bytes (addr, length, rkey) for the echo protocol, and back.
 std::string encode_region(const RemoteRegion& region);
@@ -44,7 +48,11 @@ class EchoServer {
   EchoServer() = default;
   std::vector<std::byte> memory_;
   std::unique_ptr<Transport> transport_;
+  std::unique_ptr<RpcNode> rpc_;  // Destroyed before the transport.
   std::unique_ptr<MemoryRegion> region_;
+
+ public:
+  ~EchoServer();
 };
 
 class PingPongClient {
@@ -61,6 +69,10 @@ class PingPongClient {
   // each sent from the reply handler of the previous one (as ucx_perftest's am_lat does).
   StatusOr<double> am_latency_us(size_t payload_bytes, uint64_t iterations);
 
+  // Mean half round trip, in microseconds, of `iterations` echo RPCs carrying
+  // `payload_bytes`, each call issued from the previous call's completion.
+  StatusOr<double> rpc_latency_us(size_t payload_bytes, uint64_t iterations);
+
   // Bandwidth in MB/s (10^6 bytes) of `iterations` puts of `size` bytes into the server's
   // region, at most `window` in flight, ended by a flush: the bulk path the object store uses.
   StatusOr<double> put_bandwidth_mbps(size_t size, uint64_t iterations, unsigned window = 16);
@@ -74,6 +86,7 @@ class PingPongClient {
 
   std::vector<std::byte> memory_;
   std::unique_ptr<Transport> transport_;
+  std::unique_ptr<RpcNode> rpc_;  // Destroyed before the transport.
   std::unique_ptr<MemoryRegion> region_;
   EndpointPtr endpoint_;
   RemoteRegion server_region_;
