@@ -58,15 +58,14 @@ class Setup:
         self.env = dict(os.environ)
         if link == "tcp-hosts":
             self.server_prefix, self.client_prefix = hosts.prefix(1), hosts.prefix(0)
-            self.server_host, iface = hosts.addrs[1], None
+            self.server_host, iface = hosts.addrs[1], hosts.interface
         else:
             self.server_prefix = self.client_prefix = []
             self.server_host, iface = "127.0.0.1", "lo"
         if backend == "ucx":
             self.env["UCX_TLS"] = "posix,sysv,cma,self" if link == "shm" else "tcp,self"
             if link != "shm":
-                # The veth in each host carries the same name pattern; UCX picks by device.
-                self.env["UCX_NET_DEVICES"] = iface or "all"
+                self.env["UCX_NET_DEVICES"] = iface
             self.halo_flags = ["--transport=ucx", f"--ucx_tls={self.env['UCX_TLS']}"]
         else:
             self.provider = "shm" if link == "shm" else "tcp"
@@ -78,7 +77,7 @@ class Setup:
     def halo(self, bench_filter, counter, min_time):
         build = self.args.build
         argv = [os.path.join(build, "benchmarks", "halo_transport_bench"), *self.halo_flags,
-                f"--benchmark_filter=^{bench_filter}$", f"--benchmark_min_time={min_time}",
+                f"--benchmark_filter=^{bench_filter}/manual_time$", f"--benchmark_min_time={min_time}",
                 "--benchmark_format=json"]
         echo = None
         secret = None
@@ -177,7 +176,7 @@ def measure(setup, metric, size, args):
     peer_name = ("best of ucx_perftest ucp_put_bw, ucp_am_bw" if setup.backend == "ucx"
                  else f"fi_pingpong -p {setup.provider} -e rdm")
     return pairwise.point(metric,
-                          lambda: setup.halo(f"BM_Bandwidth/{size}/manual_time", "MBps",
+                          lambda: setup.halo(f"BM_Bandwidth/{size}", "MBps",
                                              args.seconds),
                           lambda: setup.peer_bandwidth(size, n), args.pairs, "MB/s", True,
                           peer_name, **labels)

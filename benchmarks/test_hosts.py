@@ -18,6 +18,8 @@ class TestHosts:
         self.addrs = [f"198.18.{self.id}.1", f"198.18.{self.id}.2"]
         self.made = []
 
+    interface = "eth0"
+
     def __enter__(self):
         try:
             for n in self.names:
@@ -27,8 +29,11 @@ class TestHosts:
             _ip("link", "add", self.devs[0], "type", "veth", "peer", "name", self.devs[1])
             for n, dev, addr in zip(self.names, self.devs, self.addrs):
                 _ip("link", "set", dev, "netns", n)
-                _ip("-n", n, "addr", "add", f"{addr}/24", "dev", dev)
-                _ip("-n", n, "link", "set", dev, "up")
+                # Named eth0 inside the host: nsenter keeps the machine's /sys, where UCX looks
+                # devices up by name, and eth0 exists there.
+                _ip("-n", n, "link", "set", dev, "name", self.interface)
+                _ip("-n", n, "addr", "add", f"{addr}/24", "dev", self.interface)
+                _ip("-n", n, "link", "set", self.interface, "up")
         except Exception:
             self.__exit__(None, None, None)
             raise
