@@ -238,6 +238,22 @@ OfiTransport::~OfiTransport() {
   retired.domain = domain_;
   if (parks_on_close(*domain_)) {
     ShmGraveyard::leave(std::move(retired));
+  } else if (operations_posted_ > 0) {
+    // libfabric still holds operations to a peer that stopped answering (its link went down:
+    // no error, no reset, so the provider's socket never drains). Closing the endpoint now
+    // makes rxm close that connection; the tcp provider then reports a transfer still queued
+    // on it as cancelled with a null context, which rxm's error handler dereferences
+    // (libfabric 1.17: rxm_close_conn -> rxm_flush_msg_cq -> rxm_handle_comp_error). Nothing
+    // progresses these objects any more, so they are left open, with every buffer the
+    // provider may still reference, until the process exits.
+    spdlog::warn(
+        "ofi transport: destroyed while libfabric still holds {} operation(s) to unreachable "
+        "peers; leaving its fabric objects open so that closing them cannot crash the provider",
+        operations_posted_);
+    static std::mutex abandoned_mu;
+    static auto* abandoned = new std::vector<RetiredFabric>();
+    std::lock_guard lock(abandoned_mu);
+    abandoned->push_back(std::move(retired));
   } else {
     retired.close();
   }
