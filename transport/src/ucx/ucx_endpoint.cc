@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <new>
 
@@ -13,6 +14,10 @@
 namespace halo::transport::internal::ucx {
 namespace {
 
+// Messages whose UCX header fits this, with payloads up to kImmediatePayloadBytes, are first
+// tried without an operation context (see send_message).
+constexpr size_t kStackHeaderBytes = 128;
+constexpr size_t kImmediatePayloadBytes = 1024;
 // Put sequence numbers a peer may run ahead of the oldest put not yet landed here.
 constexpr uint64_t kMaxPutWindow = 1 << 20;
 // Flush requests a peer may have waiting here.
@@ -100,8 +105,39 @@ void UcxEndpoint::send_message(uint16_t am_id, std::span<const std::byte> header
                                std::span<const std::byte> payload, ucp_mem_h memh, Completion done,
                                UcxOp::Kind kind, uint64_t request_id) {
   if (ep_ == nullptr || closed_) {
-    if (done) done(unavailable_error(str_cat("connection to ", peer_address(), " is closed")));
+    transport_.complete(std::move(done),
+                        unavailable_error(str_cat("connection to ", peer_address(), " is closed")));
     return;
+  }
+  if (kWireHeaderBytes + header.size() <= kStackHeaderBytes &&
+      payload.size() <= kImmediatePayloadBytes) {
+    // Small messages usually leave at once (copied into the transport): try that with the
+    // header on the stack, which UCX may use only during the call, and no operation context.
+    std::array<std::byte, kStackHeaderBytes> stack_header;
+    const WireHeader wire{remote_token_, am_id, 0};
+    std::memcpy(stack_header.data(), &wire.token, 8);
+    std::memcpy(stack_header.data() + 8, &wire.am_id, 2);
+    std::memcpy(stack_header.data() + 10, &wire.flags, 2);
+    if (!header.empty()) {
+      std::memcpy(stack_header.data() + kWireHeaderBytes, header.data(), header.size());
+    }
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+    const ucs_status_ptr_t sent =
+        ucp_am_send_nbx(ep_, kUcpAmId, stack_header.data(), kWireHeaderBytes + header.size(),
+                        payload.data(), payload.size(), &param);
+    if (sent == nullptr) {
+      transport_.complete(std::move(done), Status());
+      return;
+    }
+    if (UCS_PTR_IS_PTR(sent)) ucp_request_free(sent);  // Not expected with FORCE_IMM_CMPL.
+    if (UCS_PTR_IS_ERR(sent) && UCS_PTR_STATUS(sent) != UCS_ERR_NO_RESOURCE) {
+      transport_.complete(
+          std::move(done),
+          from_ucs(UCS_PTR_STATUS(sent), str_cat("UCX message send to ", peer_address())));
+      return;
+    }
+    // No room right now: queue it through UCX with a context below.
   }
   UcxOp* op = new_op(kind);
   op->done = std::move(done);
@@ -154,8 +190,10 @@ UcxEndpoint::Mechanism UcxEndpoint::mechanism() {
 const UcxMemoryRegion* UcxEndpoint::local_region(const MemoryRegion& region, Completion& done) {
   const auto* ucx_region = dynamic_cast<const UcxMemoryRegion*>(&region);
   if (ucx_region == nullptr || ucx_region->owner() != &transport_) {
-    done(invalid_argument_error(
-        "the local region was not registered with this transport (register_memory)"));
+    transport_.complete(
+        std::move(done),
+        invalid_argument_error(
+            "the local region was not registered with this transport (register_memory)"));
     return nullptr;
   }
   return ucx_region;
@@ -176,19 +214,19 @@ StatusOr<ucp_rkey_h> UcxEndpoint::remote_key(const std::string& rkey) {
 
 void UcxEndpoint::do_put(const MemoryRegion& local, size_t local_offset, const RemoteRegion& remote,
                          size_t remote_offset, size_t length, Completion done) {
-  if (length == 0) return done(Status());
+  if (length == 0) return transport_.complete(std::move(done), Status());
   const UcxMemoryRegion* source = local_region(local, done);
   if (source == nullptr) return;
   const std::byte* from = source->data() + local_offset;
   if (mechanism() == Mechanism::kAm) {
     StatusOr<UnpackedRemoteKey> key = unpack_remote_key(remote.rkey);
-    if (!key.ok()) return done(key.status());
+    if (!key.ok()) return transport_.complete(std::move(done), key.status());
     const PutHeader put{next_put_seq_++, remote.addr + remote_offset, key->token};
     send_message(kAmPut, record_bytes(put), {from, length}, source->memh(), std::move(done));
     return;
   }
   StatusOr<ucp_rkey_h> rkey = remote_key(remote.rkey);
-  if (!rkey.ok()) return done(rkey.status());
+  if (!rkey.ok()) return transport_.complete(std::move(done), rkey.status());
   UcxOp* op = new_op(UcxOp::Kind::kSend);
   op->done = std::move(done);
   const ucp_request_param_t param = request_param(op, source->memh());
@@ -199,13 +237,13 @@ void UcxEndpoint::do_put(const MemoryRegion& local, size_t local_offset, const R
 
 void UcxEndpoint::do_get(const MemoryRegion& local, size_t local_offset, const RemoteRegion& remote,
                          size_t remote_offset, size_t length, Completion done) {
-  if (length == 0) return done(Status());
+  if (length == 0) return transport_.complete(std::move(done), Status());
   const UcxMemoryRegion* target = local_region(local, done);
   if (target == nullptr) return;
   std::byte* into = target->data() + local_offset;
   if (mechanism() == Mechanism::kAm) {
     StatusOr<UnpackedRemoteKey> key = unpack_remote_key(remote.rkey);
-    if (!key.ok()) return done(key.status());
+    if (!key.ok()) return transport_.complete(std::move(done), key.status());
     const uint64_t id = next_get_id_++;
     pending_gets_.emplace(id, PendingGet{into, length, std::move(done)});
     const GetRequest request{id, remote.addr + remote_offset, key->token, length};
@@ -214,7 +252,7 @@ void UcxEndpoint::do_get(const MemoryRegion& local, size_t local_offset, const R
     return;
   }
   StatusOr<ucp_rkey_h> rkey = remote_key(remote.rkey);
-  if (!rkey.ok()) return done(rkey.status());
+  if (!rkey.ok()) return transport_.complete(std::move(done), rkey.status());
   UcxOp* op = new_op(UcxOp::Kind::kSend);
   op->done = std::move(done);
   const ucp_request_param_t param = request_param(op, target->memh());
@@ -226,7 +264,7 @@ void UcxEndpoint::do_get(const MemoryRegion& local, size_t local_offset, const R
 void UcxEndpoint::do_flush(Completion done) {
   switch (mechanism_) {
     case Mechanism::kUndecided:
-      return done(Status());  // No put was ever issued here.
+      return transport_.complete(std::move(done), Status());  // No put was issued here.
     case Mechanism::kRma: {
       UcxOp* op = new_op(UcxOp::Kind::kSend);
       op->done = std::move(done);
@@ -238,7 +276,7 @@ void UcxEndpoint::do_flush(Completion done) {
       // A put's send completion says nothing about the target's memory: the target confirms,
       // once every put up to `last` has landed (by sequence number, not relying on ordering).
       const uint64_t last = next_put_seq_ - 1;
-      if (last <= confirmed_through_) return done(Status());
+      if (last <= confirmed_through_) return transport_.complete(std::move(done), Status());
       flush_waiters_.push_back(FlushWaiter{last, std::move(done)});
       if (last > flush_requested_through_) {
         flush_requested_through_ = last;
@@ -294,12 +332,6 @@ void UcxEndpoint::do_close(bool force) {
   const bool forced =
       ucp_failed_ || failed ||
       (shared_memory_ ? anything_in_flight && !callers_in_flight : force || anything_in_flight);
-  if (getenv("HALO_UCX_TRACE"))
-    fprintf(stderr,
-            "TRACE do_close t=%p forced=%d failed=%d ucpfail=%d gone=%d inflight=%d callers=%d "
-            "shm=%d\n",
-            (void*)&transport_, forced, failed, ucp_failed_, peer_gone_, anything_in_flight,
-            callers_in_flight, shared_memory_);
   if (forced) socket_.reset();
   if (forced && !ucp_failed_ && !shared_memory_ && anything_in_flight) {
     // UCX 1.13's TCP transport completes zero-copy requests twice when a forced close races

@@ -189,9 +189,7 @@ UcxTransport::~UcxTransport() {
     std::lock_guard lock(region_link_->mu);
     region_link_->transport = nullptr;
   }
-  if (getenv("HALO_UCX_TRACE")) fprintf(stderr, "TRACE destroy t=%p\n", (void*)this);
   stop();  // Takes every endpoint down (closing it in UCX) and joins the progress thread.
-  if (getenv("HALO_UCX_TRACE")) fprintf(stderr, "TRACE stopped t=%p\n", (void*)this);
 
   // Only this thread touches UCX now.
   for (auto& [fd, pending] : inbound_) unwatch(fd);
@@ -210,11 +208,13 @@ UcxTransport::~UcxTransport() {
              Clock::now() < deadline) {
         const auto now = Clock::now();
         if (worker_progress() > 0) last_event = now;
+        while (!completions_.empty()) run_completions();
         close_overdue(/*all=*/false);
         if (closing_.empty() && lame_ducks_.empty() && now - last_event > kShutdownIdle) break;
       }
     };
     drain(kShutdownDrain);
+    while (!completions_.empty()) run_completions();
     if (!lame_ducks_.empty()) {
       // Their peers stopped answering: cut them off now.
       close_overdue(/*all=*/true);
@@ -237,8 +237,6 @@ UcxTransport::~UcxTransport() {
     if (region.memh != nullptr) ucp_mem_unmap(context_, region.memh);
   }
   regions_.clear();
-  if (getenv("HALO_UCX_TRACE"))
-    fprintf(stderr, "TRACE worker destroy t=%p inuse=%zu\n", (void*)this, ops_.in_use());
   if (worker_ != nullptr) ucp_worker_destroy(worker_);
   if (context_ != nullptr) ucp_cleanup(context_);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
@@ -524,6 +522,7 @@ void UcxTransport::run_deferred() {
 
 unsigned UcxTransport::progress_backend() {
   unsigned events = worker_progress();
+  if (!completions_.empty()) events += run_completions();
   if (check_sockets_ || ++iterations_since_socket_poll_ >= kSocketPollIterations) {
     check_sockets_ = false;
     iterations_since_socket_poll_ = 0;
@@ -533,6 +532,7 @@ unsigned UcxTransport::progress_backend() {
 }
 
 bool UcxTransport::arm_backend() {
+  if (!completions_.empty()) return false;
   check_sockets_ = true;            // Whatever wakes the thread, look at the sockets next.
   if (worker_fd_ < 0) return true;  // Poll mode: never armed (the thread does not sleep).
   const ucs_status_t status = ucp_worker_arm(worker_);
@@ -559,15 +559,29 @@ void UcxTransport::settle(UcxOp* op, ucs_status_ptr_t request, std::string_view 
   const uint64_t seq = op->seq;
   const UcxOp::Kind kind = op->kind;
   release_op(op);
-  if (status == UCS_OK) {
-    if (done) done(Status());
-    return;
+  Status result;
+  if (status != UCS_OK) {
+    result = from_ucs(status, str_cat("UCX ", what, " to ", peer));
+    if (kind == UcxOp::Kind::kInternalSend && seq != 0 && endpoint != nullptr) {
+      endpoint->fail_get(seq, result);
+    }
   }
-  Status error = from_ucs(status, str_cat("UCX ", what, " to ", peer));
-  if (kind == UcxOp::Kind::kInternalSend && seq != 0 && endpoint != nullptr) {
-    endpoint->fail_get(seq, error);
-  }
-  if (done) done(std::move(error));
+  complete(std::move(done), std::move(result));
+}
+
+void UcxTransport::complete(Completion done, Status status) {
+  if (done) completions_.emplace_back(std::move(done), std::move(status));
+}
+
+unsigned UcxTransport::run_completions() {
+  // One batch: completions that issue operations which complete at once again queue for the
+  // next round, so a caller re-issuing from its completion never recurses.
+  std::vector<std::pair<Completion, Status>> batch;
+  batch.swap(completions_);
+  for (auto& [done, status] : batch) done(std::move(status));
+  batch.clear();
+  if (completions_.empty()) completions_.swap(batch);  // Keep the capacity.
+  return 1;
 }
 
 void UcxTransport::send_callback(void* request, ucs_status_t status, void* user_data) {
@@ -624,13 +638,20 @@ ucs_status_t UcxTransport::am_callback(void* arg, const void* header, size_t hea
                  header_length);
     return rendezvous ? UCS_ERR_INVALID_PARAM : UCS_OK;
   }
-  auto it = self->by_token_.find(wire.token);
-  if (it == self->by_token_.end()) {
-    // A connection closed here while the peer was still sending, or a forged token.
-    spdlog::debug("ucx transport: dropped message {} for an unknown connection", wire.am_id);
-    return rendezvous ? UCS_ERR_NOT_CONNECTED : UCS_OK;
+  // Consecutive messages mostly come from the same connection.
+  UcxEndpoint* endpoint = self->last_token_ == wire.token ? self->last_endpoint_ : nullptr;
+  if (endpoint == nullptr) {
+    auto it = self->by_token_.find(wire.token);
+    if (it == self->by_token_.end()) {
+      // A connection closed here while the peer was still sending, or a forged token.
+      spdlog::debug("ucx transport: dropped message {} for an unknown connection", wire.am_id);
+      return rendezvous ? UCS_ERR_NOT_CONNECTED : UCS_OK;
+    }
+    endpoint = it->second;
+    self->last_token_ = wire.token;
+    self->last_endpoint_ = endpoint;
   }
-  return it->second->on_message(wire, bytes.subspan(kWireHeaderBytes), data, length, rendezvous);
+  return endpoint->on_message(wire, bytes.subspan(kWireHeaderBytes), data, length, rendezvous);
 }
 
 void UcxTransport::ep_error_callback(void* arg, ucp_ep_h ep, ucs_status_t status) {
@@ -638,9 +659,6 @@ void UcxTransport::ep_error_callback(void* arg, ucp_ep_h ep, ucs_status_t status
   auto it = self->by_ucp_ep_.find(ep);
   if (it == self->by_ucp_ep_.end()) return;  // Already closed here.
   UcxEndpoint& endpoint = *it->second;
-  if (getenv("HALO_UCX_TRACE"))
-    fprintf(stderr, "TRACE errcb t=%p %s closed=%d\n", (void*)self, ucs_status_string(status),
-            endpoint.closed());
   endpoint.mark_failed();
   if (endpoint.closed()) {
     // Closed here already, its UCX close waiting for this report: close it now.
@@ -674,8 +692,6 @@ void UcxTransport::close_ucp_endpoint(const std::shared_ptr<UcxEndpoint>& endpoi
   if (endpoint->ucp_endpoint() == nullptr || endpoint->ucp_close_started()) return;
   endpoint->set_ucp_close_started();
   auto close = [this, endpoint, force] {
-    if (getenv("HALO_UCX_TRACE"))
-      fprintf(stderr, "TRACE close t=%p force=%d\n", (void*)this, force);
     ucp_ep_h ep = endpoint->ucp_endpoint();
     auto it = by_ucp_ep_.find(ep);
     if (it != by_ucp_ep_.end() && it->second == endpoint.get()) by_ucp_ep_.erase(it);
@@ -706,6 +722,10 @@ void UcxTransport::forget(UcxEndpoint& endpoint) {
   // The UCX endpoint stays known (by_ucp_ep_) until its close starts: a deferred close waits
   // for UCX's error report on it.
   by_token_.erase(endpoint.local_token());
+  if (last_endpoint_ == &endpoint) {
+    last_token_ = 0;
+    last_endpoint_ = nullptr;
+  }
   if (endpoint.socket() != nullptr) unwatch(endpoint.socket()->fd());
 }
 
@@ -786,26 +806,30 @@ void UcxTransport::unregister_region(uint64_t token) {
 }
 
 bool UcxTransport::native_rma(ucp_ep_h ep) const {
-  // UCX 1.13 offers no query for an endpoint's transports; its lane report does. One-sided
-  // operations are native when every lane that carries bulk RMA ("rma_bw") is not TCP (on TCP
-  // they are emulated and need the target's progress for every fragment).
+  // UCX 1.13 offers no query for an endpoint's transports; its lane report does. UCX's put
+  // and get on registered (not UCX-allocated) memory are native only through "rma" lanes of
+  // an RDMA transport (rc, dc, ...). Without one (TCP; shared memory, where only cma moves
+  // bulk data, as "rma_bw"), UCX emulates them with active messages copied through bounce
+  // buffers, slower than halo's own put over active messages (rendezvous straight into the
+  // target region): docs/transport.md has the measurements.
   const std::string report = capture([ep](FILE* stream) { ucp_ep_print_info(ep, stream); });
   std::istringstream lines(report);
   std::string line;
-  bool any = false;
   while (std::getline(lines, line)) {
-    if (line.find("lane[") == std::string::npos || line.find("rma_bw") == std::string::npos) {
-      continue;
-    }
-    // "#  lane[2]:  3:cma/memory.0 md[3] -> ... rma_bw#0"
+    if (line.find("lane[") == std::string::npos) continue;
+    std::istringstream words(line);
+    std::string word;
+    bool rma_lane = false;
+    while (words >> word) rma_lane = rma_lane || word.rfind("rma#", 0) == 0;
+    if (!rma_lane) continue;
+    // "#  lane[1]:  2:rc_mlx5/mlx5_0:1.0 md[2] -> ... rma#0 rma_bw#0 am"
     const size_t colon = line.find(':', line.find("]:") + 2);
     const size_t slash = line.find('/', colon);
-    if (colon == std::string::npos || slash == std::string::npos) return false;
+    if (colon == std::string::npos || slash == std::string::npos) continue;
     const std::string tl = line.substr(colon + 1, slash - colon - 1);
-    if (tl == "tcp") return false;
-    any = true;
+    if (tl != "tcp" && tl != "self") return true;
   }
-  return any;
+  return false;
 }
 
 }  // namespace ucx

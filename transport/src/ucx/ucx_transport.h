@@ -50,6 +50,9 @@ class UcxTransport final : public TransportBase {
   void release_op(UcxOp* op) { ops_.release(op); }
   // Completes `op` now if UCX finished (or refused) it at once, else when its callback runs.
   void settle(UcxOp* op, ucs_status_ptr_t request, std::string_view what, const std::string& peer);
+  // Runs `done` from the progress loop, soon: operations that complete at once must not run
+  // their completion inside the call that issued them (re-issuing from it would recurse).
+  void complete(Completion done, Status status);
   static void send_callback(void* request, ucs_status_t status, void* user_data);
   static void receive_callback(void* request, ucs_status_t status, size_t length, void* user_data);
 
@@ -107,6 +110,7 @@ class UcxTransport final : public TransportBase {
   static void close_callback(void* request, ucs_status_t status, void* user_data);
 
   unsigned worker_progress();
+  unsigned run_completions();
   void run_deferred();
   unsigned poll_sockets();
   void accept_connections();
@@ -138,12 +142,15 @@ class UcxTransport final : public TransportBase {
   int listen_fd_ = -1;
 
   UcxOpPool ops_;
+  std::vector<std::pair<Completion, Status>> completions_;  // See complete().
   bool in_worker_progress_ = false;
   std::vector<std::function<void()>> deferred_;
   bool check_sockets_ = false;
   unsigned iterations_since_socket_poll_ = 0;
 
   std::unordered_map<uint64_t, UcxEndpoint*> by_token_;
+  uint64_t last_token_ = 0;  // Tokens are never 0.
+  UcxEndpoint* last_endpoint_ = nullptr;
   std::unordered_map<ucp_ep_h, UcxEndpoint*> by_ucp_ep_;
   std::unordered_map<int, UcxEndpoint*> by_socket_;
   std::unordered_map<int, PendingInbound> inbound_;
@@ -158,8 +165,6 @@ class UcxTransport final : public TransportBase {
 
   std::shared_ptr<UcxRegionLink> region_link_ = std::make_shared<UcxRegionLink>();
   std::unordered_map<uint64_t, Region> regions_;
-
-  friend class UcxEndpoint;
 };
 
 }  // namespace halo::transport::internal::ucx
