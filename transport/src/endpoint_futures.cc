@@ -23,16 +23,14 @@ std::future<Status> Endpoint::send_am(uint16_t am_id, std::span<const std::byte>
 }
 
 std::future<Status> Endpoint::put(const MemoryRegion& local, size_t local_offset,
-                                  const RemoteRegion& remote, size_t remote_offset,
-                                  size_t length) {
+                                  const RemoteRegion& remote, size_t remote_offset, size_t length) {
   auto [done, future] = promised_completion();
   put(local, local_offset, remote, remote_offset, length, std::move(done));
   return std::move(future);
 }
 
 std::future<Status> Endpoint::get(const MemoryRegion& local, size_t local_offset,
-                                  const RemoteRegion& remote, size_t remote_offset,
-                                  size_t length) {
+                                  const RemoteRegion& remote, size_t remote_offset, size_t length) {
   auto [done, future] = promised_completion();
   get(local, local_offset, remote, remote_offset, length, std::move(done));
   return std::move(future);
