@@ -46,6 +46,8 @@ constexpr size_t kCqBatch = 16;
 constexpr size_t kMaxEarlyFrames = 4096;
 // How long a destroyed transport keeps progressing so that its close notices leave.
 constexpr auto kShutdownDrain = std::chrono::milliseconds(200);
+// How often the shm peer watch looks for regions whose owner died holding their lock.
+constexpr auto kShmPeerWatchPeriod = std::chrono::milliseconds(100);
 
 // shm endpoint names must be unique on the machine; every transport of the process draws from
 // this counter.
@@ -191,6 +193,9 @@ OfiTransport::OfiTransport(const TransportConfig& config, std::string cluster_se
       av_(av),
       wait_fd_(wait_fd) {
   const fi_info& info = domain_->info();
+  if (domain_->provider() == "shm") {
+    shm_peer_watch_ = std::make_unique<ShmPeerWatch>(kShmPeerWatchPeriod);
+  }
   const uint64_t max_msg = info.ep_attr->max_msg_size;
   receive_buffer_bytes_ =
       std::max<size_t>(kDefaultReceiveBufferBytes, config.max_am_header_bytes + kFrameOverhead);
@@ -434,6 +439,7 @@ StatusOr<AvEntry*> OfiTransport::acquire_av(const std::string& raw) {
                 " (", n, ")"));
   }
   entry->endpoints = 1;
+  if (shm_peer_watch_ != nullptr) shm_peer_watch_->watch(std::string(raw.c_str()));
   AvEntry* out = entry.get();
   av_by_raw_.emplace(raw, std::move(entry));
   return out;

@@ -21,6 +21,7 @@
 #include "ofi/ofi_domain.h"
 #include "ofi/ofi_frame.h"
 #include "ofi/ofi_operation.h"
+#include "ofi/ofi_shm_peer_watch.h"
 #include "transport_base.h"
 
 namespace halo::transport::internal::ofi {
@@ -154,6 +155,9 @@ class OfiTransport final : public TransportBase {
   std::vector<Deferred> deferred_;
   std::vector<Deferred> running_;
   bool running_deferred_ = false;
+
+  // shm only: frees a peer region's lock its owner died holding (see ofi_shm_peer_watch.h).
+  std::unique_ptr<ShmPeerWatch> shm_peer_watch_;
 
   bool shutting_down_ = false;  // After stop(): drop whatever arrives.
   std::atomic<uint64_t> frames_dropped_{0};
