@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +46,10 @@ class FakeRegion {
   }
   const std::string& name() const { return name_; }
   pthread_spinlock_t* lock() { return reinterpret_cast<pthread_spinlock_t*>(head_ + 24); }
+  bool exists() const {
+    struct stat st {};
+    return ::stat(("/dev/shm/" + name_).c_str(), &st) == 0;
+  }
   bool held() {
     if (pthread_spin_trylock(lock()) != 0) return true;
     pthread_spin_unlock(lock());
@@ -82,6 +87,20 @@ TEST(ShmPeerWatch, ReleasesTheLockADeadOwnerHeldAndTheSpinningSenderReturns) {
   EXPECT_TRUE(returned) << "the sender spinning on the dead owner's lock never returned";
   EXPECT_EQ(watch.locks_released(), 1u);
   EXPECT_FALSE(region.held());
+  EXPECT_TRUE(test::wait_for([&] { return !region.exists(); }, 10s))
+      << "the dead owner's region file was not removed";
+}
+
+TEST(ShmPeerWatch, RemovesTheRegionFileOfADeadOwnerThatHeldNoLock) {
+  FakeRegion dead("dead-free", 4, dead_pid());
+  FakeRegion live("live-free", 4, ::getpid());
+  ShmPeerWatch watch(20ms);
+  watch.watch(live.name());
+  watch.watch(dead.name());
+  ASSERT_TRUE(test::wait_for([&] { return !dead.exists(); }, 10s))
+      << "the dead owner's region file was not removed";
+  EXPECT_TRUE(live.exists()) << "a live owner's region file was removed";
+  EXPECT_EQ(watch.locks_released(), 0u);
 }
 
 TEST(ShmPeerWatch, LeavesALiveOwnersLockAndARegionOfAnotherLayout) {

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,6 +39,7 @@ int unlocked_value() {
 
 struct ShmPeerWatch::Region {
   std::string name;
+  ino_t inode = 0;
   std::byte* head = nullptr;
   bool held_last_look = false;
 
@@ -80,11 +82,17 @@ void ShmPeerWatch::watch(const std::string& name) {
   }
   const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
   if (fd < 0) return;  // Not a region of this machine's shm provider.
+  struct stat file {};
+  if (::fstat(fd, &file) != 0) {
+    ::close(fd);
+    return;
+  }
   void* head = ::mmap(nullptr, kMappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (head == MAP_FAILED) return;
   auto region = std::make_unique<Region>();
   region->name = name;
+  region->inode = file.st_ino;
   region->head = static_cast<std::byte*>(head);
   const auto version = static_cast<uint8_t>(region->head[kVersionOffset]);
   if (version != kLayoutVersion) {
@@ -120,17 +128,26 @@ bool ShmPeerWatch::check(Region& region) {
   }
   // The owner is gone: from now on only senders take the lock, each for a moment. Held on two
   // looks a period apart, it is the lock the owner died holding.
-  if (!region.lock_held()) return false;  // The owner did not die holding it: nothing to do.
-  if (!region.held_last_look) {
-    region.held_last_look = true;
-    return true;
+  if (region.lock_held()) {
+    if (!region.held_last_look) {
+      region.held_last_look = true;
+      return true;
+    }
+    pthread_spin_init(region.lock(), PTHREAD_PROCESS_SHARED);
+    ++locks_released_;
+    log::warn(
+        "transport: shm peer process {} died holding the command-queue lock of /dev/shm/{}; "
+        "released it",
+        owner, region.name);
   }
-  pthread_spin_init(region.lock(), PTHREAD_PROCESS_SHARED);
-  ++locks_released_;
-  log::warn(
-      "transport: shm peer process {} died holding the command-queue lock of /dev/shm/{}; "
-      "released it",
-      owner, region.name);
+  // A killed owner cannot remove its region; a new endpoint under the same name (a restarted
+  // listener on the same port) could not be created while it exists. Remove it unless the
+  // name already belongs to a new region.
+  struct stat now {};
+  if (::fstatat(AT_FDCWD, ("/dev/shm/" + region.name).c_str(), &now, 0) == 0 &&
+      now.st_ino == region.inode) {
+    ::shm_unlink(region.name.c_str());
+  }
   return false;
 }
 

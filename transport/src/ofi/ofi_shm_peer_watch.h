@@ -9,8 +9,10 @@
 // ShmPeerWatch maps the head of each peer region the transport addresses. A thread looks every
 // `period` at whether the region's owner process still exists; once it does not, a lock seen
 // held on two looks in a row is reset, which lets the stuck sender return (its operations then
-// fail through the transport's peer time-out like any other operation to a dead peer). A region
-// of an unknown layout is left alone, with a warning. See docs/transport.md, "libfabric shm".
+// fail through the transport's peer time-out like any other operation to a dead peer). The dead
+// owner's region file is then removed (it cannot remove it itself), unless the name already
+// belongs to a new region. A region of an unknown layout is left alone, with a warning. See
+// docs/transport.md, "A shm peer killed holding its lock".
 #pragma once
 
 #include <chrono>
