@@ -23,9 +23,13 @@ packages=(
   libspdlog-dev libfmt-dev
   libcli11-dev
   libabsl-dev
+  # checksums of the GCS's log records and snapshots (zlib's crc32)
+  zlib1g-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev
   libbenchmark-dev
+  # the GCS benchmark's peer (redis-server --appendonly yes, redis-benchmark)
+  redis-server redis-tools
   # test hosts: ip, tc and bridge (iproute2), nsenter (util-linux)
   iproute2 util-linux procps
   # checks and scripts

@@ -13,12 +13,15 @@
 //   // Now and then, with a copy of the tables taken under that lock at log.last_index():
 //   log.write_snapshot(std::move(snapshot));
 //
-// Durability: `done` of append runs after the record is written and, with fsync policy
-// "always", fdatasync'ed — batched with whatever else was queued at that moment, never waiting
-// for more — or, with "group", after a sync that happens at most group_commit_delay_us after
-// the record was queued (several records share it). A failed write or sync fails `done` of
-// every record it carried and every later append (the log is then broken: the GCS must stop);
-// nothing is ever acknowledged that is not on disk under the policy.
+// Durability: `done` of append runs after the record is written to its segment file (so a
+// killed GCS never loses an acknowledged record) and, with fsync policy "always",
+// fdatasync'ed — batched with whatever else was queued at that moment, never waiting for
+// more. With "group" the fdatasync follows at most group_commit_delay_us after the first record
+// written since the last one (records written meanwhile share it): a machine crash or power
+// loss may lose the acknowledged records of that window, as with redis's appendfsync everysec
+// (whose window is a second). A failed write fails `done` of every record it carried and of
+// every later append (the log is then broken: the GCS must stop); a failed sync is reported
+// the same way for records not yet acknowledged and logged for those that were.
 //
 // Recovery (open): the newest snapshot that reads back valid (magic, length, checksum, parse,
 // format version) is loaded; if it is not valid the previous one is tried (the log keeps the
@@ -50,7 +53,7 @@ namespace halo::gcs {
 
 enum class FsyncPolicy {
   kAlways,  // fdatasync before any acknowledgement (batched, never delayed).
-  kGroup,   // fdatasync at most group_commit_delay_us after a record is queued.
+  kGroup,   // Acknowledge once written; fdatasync at most group_commit_delay_us later.
 };
 
 struct DurableLogOptions {
@@ -77,6 +80,11 @@ class DurableLog {
     std::unique_ptr<DurableLog> log;
     RecoveredState recovered;
   };
+  // Locks the directory (an exclusive flock on <dir>/LOCK, held until the log is destroyed;
+  // a second opener, in this process or another, fails with FAILED_PRECONDITION naming the
+  // holder's pid), recovers (see above; every note is also logged as a warning) and starts
+  // the writer thread. Errors: INVALID_ARGUMENT for bad options, DATA_LOSS or
+  // FAILED_PRECONDITION from recovery, I/O errors naming the file.
   static StatusOr<Opened> open(const DurableLogOptions& options);
 
   // Stops the writer thread after syncing what is queued (their `done` run).
@@ -95,7 +103,12 @@ class DurableLog {
 
   // Writes `snapshot` (its last_index must be <= last_index()) as a new snapshot file — temp
   // file, fsync, rename, fsync of the directory — then starts a new segment and deletes
-  // segments and snapshots no longer needed. Blocks until done.
+  // segments and snapshots no longer needed. Blocks until done. Records through the
+  // snapshot's index are made durable first (a group commit's delay is cut short), so a
+  // snapshot is never ahead of its log. format_version 0 is written as 1. Errors:
+  // INVALID_ARGUMENT if the index is ahead of the log or behind the newest snapshot; the
+  // error that broke the log; I/O errors naming the file (one writing the snapshot leaves the
+  // log usable, one starting the new segment breaks it).
   Status write_snapshot(const proto::GcsSnapshot& snapshot);
 
   // The index of the newest snapshot on disk (0 if none).
