@@ -326,11 +326,20 @@ void GcsTables::apply(const proto::Mutation& m, uint64_t index) {
       if (id.ok()) ha_objects_.erase(*id);
       break;
     }
-    case proto::Mutation::kKvPut:
-      kv_[{m.kv_put().namespace_(), m.kv_put().key()}] = m.kv_put().value();
+    case proto::Mutation::kKvPut: {
+      const proto::KvEntry& e = m.kv_put();
+      if (auto it = kv_.find(KvKeyView{e.namespace_(), e.key()}); it != kv_.end()) {
+        it->second = e.value();
+      } else {
+        kv_.emplace(std::pair{e.namespace_(), e.key()}, e.value());
+      }
       break;
+    }
     case proto::Mutation::kKvRemove:
-      kv_.erase({m.kv_remove().namespace_(), m.kv_remove().key()});
+      if (auto it = kv_.find(KvKeyView{m.kv_remove().namespace_(), m.kv_remove().key()});
+          it != kv_.end()) {
+        kv_.erase(it);
+      }
       break;
     case proto::Mutation::KIND_NOT_SET:
       break;
@@ -428,14 +437,14 @@ const proto::HaObjectInfo* GcsTables::ha_object(const ObjectId& id) const {
 }
 
 const std::string* GcsTables::kv_get(const std::string& ns, const std::string& key) const {
-  auto it = kv_.find({ns, key});
+  auto it = kv_.find(KvKeyView{ns, key});
   return it == kv_.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> GcsTables::kv_keys(const std::string& ns,
                                             const std::string& prefix) const {
   std::vector<std::string> out;
-  for (auto it = kv_.lower_bound({ns, prefix});
+  for (auto it = kv_.lower_bound(KvKeyView{ns, prefix});
        it != kv_.end() && it->first.first == ns && it->first.second.starts_with(prefix); ++it) {
     out.push_back(it->first.second);
   }

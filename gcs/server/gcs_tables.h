@@ -30,6 +30,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -113,8 +115,17 @@ class GcsTables {
   uint32_t next_job_id_ = 1;
   std::unordered_map<ActorId, proto::ActorInfo> actors_;
   std::unordered_map<ObjectId, proto::HaObjectInfo> ha_objects_;
-  // Ordered, so that kv_keys(prefix) is a range scan.
-  std::map<std::pair<std::string, std::string>, std::string> kv_;
+  // (namespace, key), ordered so that kv_keys(prefix) is a range scan; the comparison is
+  // transparent, so a lookup by string_views copies neither string.
+  struct KvKeyLess {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return std::tie(a.first, a.second) < std::tie(b.first, b.second);
+    }
+  };
+  using KvKeyView = std::pair<std::string_view, std::string_view>;
+  std::map<std::pair<std::string, std::string>, std::string, KvKeyLess> kv_;
 };
 
 // Names for messages ("ALIVE", "SUSPECTED", ...).

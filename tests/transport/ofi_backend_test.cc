@@ -29,6 +29,7 @@
 #include "halo/transport/transport.h"
 #include "ofi/ofi_frame.h"
 #include "ofi/ofi_transport.h"
+#include "tests/support/wait_for.h"
 #include "transport_base.h"
 
 namespace halo::transport {
@@ -168,9 +169,8 @@ class OfiBackendTest : public ::testing::TestWithParam<std::string> {
 TEST_P(OfiBackendTest, ConnectAuthenticatesBothSides) {
   EXPECT_TRUE(ep_->is_open());
   EXPECT_EQ(ep_->peer_address(), server_->local_address());
-  for (int i = 0; i < 200 && server_->stats().peers_authenticated == 0; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
+  // The server counts the peer when the client's proof reaches it, just after connect.
+  EXPECT_TRUE(test::wait_for([&] { return server_->stats().peers_authenticated > 0; }, 2s));
   EXPECT_EQ(server_->stats().peers_authenticated, 1u);
   EXPECT_EQ(client_->stats().peers_authenticated, 1u);
   std::lock_guard lock(accepted_mu_);
@@ -306,8 +306,7 @@ TEST_P(OfiBackendTest, ThousandsOfConcurrentOperationsKeepMessageOrder) {
   auto flushed = ep_->flush();
   ASSERT_EQ(flushed.wait_for(60s), std::future_status::ready);
   ASSERT_TRUE(flushed.get().ok());
-  for (int i = 0; i < 6000 && done.load() < kMessages + kPuts; ++i)
-    std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(test::wait_for([&] { return done.load() >= kMessages + kPuts; }, 60s));
   EXPECT_EQ(done.load(), kMessages + kPuts);
   EXPECT_EQ(failed.load(), 0);
   EXPECT_TRUE(target == source);
@@ -351,8 +350,7 @@ TEST_P(OfiBackendTest, PeerDestroyedMidTransferFailsPendingOperationsInTime) {
   }
   EXPECT_GT(errors, 0);
   EXPECT_FALSE(ep_->is_open());
-  for (int i = 0; i < 100 && !failure_reported.load(); ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_TRUE(failure_reported.load());
+  EXPECT_TRUE(test::wait_for([&] { return failure_reported.load(); }, 1s));
   auto after = ep_->send_am(kSequence, {}, {});
   EXPECT_EQ(after.get().code(), StatusCode::kUnavailable);
   EXPECT_EQ(client_->stats().operations_pending, 0u);
@@ -537,27 +535,22 @@ TEST_P(OfiBackendTest, MalformedFramesAreDroppedWithoutHarm) {
   EXPECT_TRUE(
       raw.send(frame(make_frame_header(FrameKind::kHello, internal::kAmHello, 0, 7, 5, 0, 0, 1),
                      pattern(5, 4), {}, {})));
-  for (int i = 0; i < 300 && ofi->frames_dropped() < dropped_before + 7; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_GE(ofi->frames_dropped(), dropped_before + 7);
+  EXPECT_TRUE(test::wait_for([&] { return ofi->frames_dropped() >= dropped_before + 7; }, 3s))
+      << ofi->frames_dropped() - dropped_before << " of 7 bad frames dropped";
   if (GetParam() == "tcp") {
     // Larger than any receive buffer: truncated by the provider, counted, dropped. (shm moves
     // such a message by its own protocols, which a raw sender cannot drive to an end here.)
     raw.send(pattern(100 * 1024, 5));
-    for (int i = 0; i < 300 && ofi->frames_dropped() < dropped_before + 8; ++i) {
-      std::this_thread::sleep_for(10ms);
-    }
-    EXPECT_GE(ofi->frames_dropped(), dropped_before + 8);
+    EXPECT_TRUE(test::wait_for([&] { return ofi->frames_dropped() >= dropped_before + 8; }, 3s))
+        << ofi->frames_dropped() - dropped_before << " of 8 bad frames dropped";
   }
 
   // A hello with a garbage handshake: the new connection is rejected.
   EXPECT_TRUE(raw.send(frame(make_frame_header(FrameKind::kHello, internal::kAmHello, 0, 8,
                                                static_cast<uint32_t>(name.size()), 6, 0, 1),
                              name, pattern(6, 6), {})));
-  for (int i = 0; i < 300 && server_->stats().peers_rejected == rejected_before; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
+  EXPECT_TRUE(
+      test::wait_for([&] { return server_->stats().peers_rejected != rejected_before; }, 3s));
   EXPECT_EQ(server_->stats().peers_rejected, rejected_before + 1);
 
   // A proper hello gets a challenge; the connection it names is then sent a message before
@@ -583,9 +576,8 @@ TEST_P(OfiBackendTest, MalformedFramesAreDroppedWithoutHarm) {
   EXPECT_TRUE(
       raw.send(frame(make_frame_header(FrameKind::kEager, 100, reply.src_conn, 9, 0, 0, 4, 2), {},
                      {}, pattern(4, 8))));
-  for (int i = 0; i < 300 && server_->stats().peers_rejected == rejected_before + 1; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
+  EXPECT_TRUE(
+      test::wait_for([&] { return server_->stats().peers_rejected != rejected_before + 1; }, 3s));
   EXPECT_EQ(server_->stats().peers_rejected, rejected_before + 2);
 
   // The transport still serves its real peer.
@@ -615,9 +607,7 @@ TEST_P(OfiBackendTest, OversizedMessageFromKnownPeerRejectsIt) {
   ASSERT_TRUE(
       raw.send(frame(make_frame_header(FrameKind::kEager, 100, reply.src_conn, 21, 0, 2048, 0, 2),
                      {}, pattern(2048, 1), {})));
-  for (int i = 0; i < 300 && (*strict)->stats().peers_rejected == 0; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
+  EXPECT_TRUE(test::wait_for([&] { return (*strict)->stats().peers_rejected > 0; }, 3s));
   EXPECT_EQ((*strict)->stats().peers_rejected, 1u);
 }
 
@@ -626,14 +616,19 @@ TEST_P(OfiBackendTest, ClosingAnEndpointFailsItsOperationsAndTellsThePeer) {
   auto target_region = server_->register_memory(target.data(), target.size());
   auto source_region = client_->register_memory(source.data(), source.size());
   ASSERT_TRUE(target_region.ok() && source_region.ok());
-  for (int i = 0; i < 200 && accepted_.empty(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(test::wait_for(
+      [&] {
+        std::lock_guard lock(accepted_mu_);
+        return !accepted_.empty();
+      },
+      2s));
   ep_->close();
   auto put = ep_->put(**source_region, 0, (*target_region)->remote(), 0, 1 << 20);
   EXPECT_NE(put.get().code(), StatusCode::kOk);
   std::lock_guard lock(accepted_mu_);
   ASSERT_EQ(accepted_.size(), 1u);
-  for (int i = 0; i < 300 && accepted_[0]->is_open(); ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_FALSE(accepted_[0]->is_open());
+  EXPECT_TRUE(test::wait_for([&] { return !accepted_[0]->is_open(); }, 3s))
+      << "the server's endpoint stayed open after the client closed";
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, OfiBackendTest, ::testing::Values("tcp", "shm"),
