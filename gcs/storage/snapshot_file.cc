@@ -2,10 +2,9 @@
 
 #include <fcntl.h>
 
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
 
+#include "gcs/storage/indexed_file_name.h"
 #include "gcs/storage/little_endian.h"
 #include "gcs/storage/posix_file.h"
 
@@ -14,27 +13,15 @@ namespace {
 
 constexpr std::string_view kPrefix = "snapshot-";
 constexpr std::string_view kSuffix = ".pb";
-constexpr size_t kIndexDigits = 20;
 
 }  // namespace
 
 std::string snapshot_file_name(uint64_t last_index) {
-  char name[64];
-  std::snprintf(name, sizeof(name), "snapshot-%020" PRIu64 ".pb", last_index);
-  return name;
+  return indexed_file_name(kPrefix, last_index, kSuffix);
 }
 
 std::optional<uint64_t> parse_snapshot_file_name(std::string_view name) {
-  if (name.size() != kPrefix.size() + kIndexDigits + kSuffix.size()) return std::nullopt;
-  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return std::nullopt;
-  uint64_t index = 0;
-  for (char c : name.substr(kPrefix.size(), kIndexDigits)) {
-    if (c < '0' || c > '9') return std::nullopt;
-    uint64_t digit = static_cast<uint64_t>(c - '0');
-    if (index > (UINT64_MAX - digit) / 10) return std::nullopt;
-    index = index * 10 + digit;
-  }
-  return index;
+  return parse_indexed_file_name(name, kPrefix, kSuffix);
 }
 
 StatusOr<std::string> write_snapshot_file(const std::string& dir,

@@ -3,10 +3,9 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
 
+#include "gcs/storage/indexed_file_name.h"
 #include "gcs/storage/little_endian.h"
 
 namespace halo::gcs {
@@ -14,7 +13,6 @@ namespace {
 
 constexpr std::string_view kPrefix = "wal-";
 constexpr std::string_view kSuffix = ".log";
-constexpr size_t kIndexDigits = 20;
 
 // What an operator can do about a damaged segment; shared by every header error.
 std::string segment_advice(const std::string& path) {
@@ -50,22 +48,11 @@ std::optional<uint64_t> find_valid_frame(std::string_view data, uint64_t from) {
 }  // namespace
 
 std::string segment_file_name(uint64_t first_index) {
-  char name[64];
-  std::snprintf(name, sizeof(name), "wal-%020" PRIu64 ".log", first_index);
-  return name;
+  return indexed_file_name(kPrefix, first_index, kSuffix);
 }
 
 std::optional<uint64_t> parse_segment_file_name(std::string_view name) {
-  if (name.size() != kPrefix.size() + kIndexDigits + kSuffix.size()) return std::nullopt;
-  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return std::nullopt;
-  uint64_t index = 0;
-  for (char c : name.substr(kPrefix.size(), kIndexDigits)) {
-    if (c < '0' || c > '9') return std::nullopt;
-    uint64_t digit = static_cast<uint64_t>(c - '0');
-    if (index > (UINT64_MAX - digit) / 10) return std::nullopt;
-    index = index * 10 + digit;
-  }
-  return index;
+  return parse_indexed_file_name(name, kPrefix, kSuffix);
 }
 
 std::string segment_header(uint64_t first_index) {
