@@ -23,6 +23,8 @@ packages=(
   libspdlog-dev libfmt-dev
   libcli11-dev
   libabsl-dev
+  # serialization of non-trivially-copyable values in halo::put (header-only)
+  libcereal-dev
   # checksums of the GCS's log records and snapshots (zlib's crc32)
   zlib1g-dev
   # tests and benchmarks

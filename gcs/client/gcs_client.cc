@@ -61,8 +61,15 @@ Status GcsClientCore::init() {
   HALO_ASSIGN_OR_RETURN(transport_,
                         transport::Transport::create(options_.transport, options_.cluster_secret));
   HALO_ASSIGN_OR_RETURN(rpc_, transport::RpcNode::create(*transport_, options_.rpc));
-  rpc_->set_failure_handler(
-      [this](const EndpointPtr& ep, const Status& /*status*/) { forget(ep); });
+  rpc_->set_failure_handler([this](const EndpointPtr& ep, const Status& status) {
+    forget(ep);
+    std::vector<std::function<void(const EndpointPtr&, const Status&)>> handlers;
+    {
+      std::lock_guard lock(mu_);
+      handlers = failure_handlers_;
+    }
+    for (auto& handler : handlers) handler(ep, status);
+  });
   callback_thread_ = std::thread([this] { run_callbacks(); });
   return Status();
 }
@@ -101,6 +108,12 @@ EndpointPtr GcsClientCore::endpoint() const {
 void GcsClientCore::on_reconnect(std::function<void()> callback) {
   std::lock_guard lock(mu_);
   reconnect_callbacks_.push_back(std::move(callback));
+}
+
+void GcsClientCore::on_endpoint_failure(
+    std::function<void(const EndpointPtr&, const Status&)> handler) {
+  std::lock_guard lock(mu_);
+  failure_handlers_.push_back(std::move(handler));
 }
 
 StatusOr<EndpointPtr> GcsClientCore::endpoint_for_call(Clock::time_point deadline,
@@ -251,6 +264,11 @@ EndpointPtr GcsClient::endpoint() const { return impl_->endpoint(); }
 
 void GcsClient::on_reconnect(std::function<void()> callback) {
   impl_->on_reconnect(std::move(callback));
+}
+
+void GcsClient::on_endpoint_failure(
+    std::function<void(const EndpointPtr&, const Status&)> handler) {
+  impl_->on_endpoint_failure(std::move(handler));
 }
 
 StatusOr<std::string> GcsClient::call_bytes(const transport::RpcMethod& method, std::string request,

@@ -69,6 +69,13 @@ class GcsClient {
   // Runs after every successful reconnection (not the first connect).
   void on_reconnect(std::function<void()> callback);
 
+  // The client's transport has one failure handler, which the client needs; other users of
+  // the transport (the object store service in a node daemon) add theirs here. Each runs on the
+  // progress thread for every endpoint declared failed, whoever it belongs to. Add before
+  // connect().
+  void on_endpoint_failure(
+      std::function<void(const transport::EndpointPtr&, const Status&)> handler);
+
   // A call to the GCS with reconnection and retry as described above; timeout 0 = default.
   template <transport::ProtoMessage Req, transport::ProtoMessage Resp>
   StatusOr<Resp> call(const transport::RpcMethod& method, const Req& request,

@@ -54,6 +54,8 @@ class GcsClientCore {
 
   transport::EndpointPtr endpoint() const;
   void on_reconnect(std::function<void()> callback);
+  void on_endpoint_failure(
+      std::function<void(const transport::EndpointPtr&, const Status&)> handler);
 
   const GcsClientOptions& options() const { return options_; }
   transport::RpcNode& rpc() { return *rpc_; }
@@ -83,6 +85,7 @@ class GcsClientCore {
   Clock::duration backoff_ = std::chrono::milliseconds(50);
   Status last_error_;
   std::vector<std::function<void()>> reconnect_callbacks_;
+  std::vector<std::function<void(const transport::EndpointPtr&, const Status&)>> failure_handlers_;
   uint64_t reconnects_pending_ = 0;  // Reconnections whose callbacks have not run yet.
   std::thread callback_thread_;
 

@@ -11,7 +11,7 @@
 
 #include "halo/base/status.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 
 // What every command that talks to the GCS needs; empty fields come from the session.
 struct ClusterOptions {
@@ -59,4 +59,4 @@ struct DrainOptions {
 };
 Status run_drain(const DrainOptions& options);
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

@@ -10,7 +10,7 @@
 #include "launcher/cli/commands.h"
 #include "launcher/cli/gcs_connection.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 namespace {
 
 // Ids and cluster ids in messages and files: lower-case hex, as halo prints ids.
@@ -85,4 +85,4 @@ Status run_drain(const DrainOptions& options) {
   }
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

@@ -5,9 +5,9 @@
 
 #include "gcs/client/cluster_secret.h"
 #include "gcs/client/gcs_address.h"
-#include "launcher/cli/session.h"
+#include "launcher/session/session.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 
 StatusOr<GcsConnection> connect_to_gcs(const ClusterOptions& options) {
   GcsConnection connection;
@@ -45,4 +45,4 @@ StatusOr<GcsConnection> connect_to_gcs(const ClusterOptions& options) {
   return connection;
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

@@ -8,7 +8,7 @@
 #include "gcs/client/gcs_client.h"
 #include "launcher/cli/commands.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 
 struct GcsConnection {
   std::string address;  // The transport address tried.
@@ -20,4 +20,4 @@ struct GcsConnection {
 // was missing or which address could not be reached.
 StatusOr<GcsConnection> connect_to_gcs(const ClusterOptions& options);
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

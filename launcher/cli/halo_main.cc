@@ -15,7 +15,7 @@
 
 namespace {
 
-void add_cluster_options(CLI::App* command, halo::cli::ClusterOptions& o, bool address) {
+void add_cluster_options(CLI::App* command, halo::launcher::cli::ClusterOptions& o, bool address) {
   command->add_option("--session-dir", o.session_dir,
                       "session folder (default: session_latest in $HALO_TEMP_DIR or /tmp/halo)");
   if (address) {
@@ -34,7 +34,7 @@ void add_cluster_options(CLI::App* command, halo::cli::ClusterOptions& o, bool a
 }  // namespace
 
 int main(int argc, char** argv) {
-  using namespace halo::cli;
+  using namespace halo::launcher::cli;
   CLI::App app{"halo: start, inspect and stop a halo cluster (docs/cli.md)"};
   app.require_subcommand(1);
 

@@ -1,49 +1,34 @@
 // `halo start --head` (GCS + one node) and `halo start --address HOST:PORT` (a node joins).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <thread>
 
 #include "gcs/client/cluster_secret.h"
 #include "gcs/client/gcs_address.h"
 #include "launcher/cli/commands.h"
-#include "launcher/cli/daemon_process.h"
 #include "launcher/cli/gcs_connection.h"
-#include "launcher/cli/session.h"
 #include "launcher/node/node_state_file.h"
+#include "launcher/session/daemon_process.h"
+#include "launcher/session/daemon_readiness.h"
+#include "launcher/session/session.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(std::max(seconds, 0.1) * 1000)));
 }
 
-// Polls `ready` until it returns OK (done), a non-retryable error, or the deadline. `alive`
-// tells whether the daemon still runs; a daemon that died ends the wait with its log's end.
-template <typename Ready>
-Status wait_until(Ready&& ready, pid_t pid, const std::string& what, const std::string& log,
-                  std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  auto interval = std::chrono::milliseconds(2);
-  Status last;
-  while (true) {
-    last = ready();
-    if (last.ok()) return Status();
-    if (!process_running(pid)) {
-      return unavailable_error(str_cat(what, " (pid ", pid, ") exited while starting; the end of ",
-                                       log, ":\n", tail_file(log, 15)));
-    }
-    if (Clock::now() >= deadline) {
-      return deadline_exceeded_error(str_cat(what, " (pid ", pid, ") was not ready within ",
-                                             timeout.count(), " ms: ", last.message(), "; see ",
-                                             log, ":\n", tail_file(log, 15)));
-    }
-    std::this_thread::sleep_for(interval);
-    interval = std::min(interval * 2, std::chrono::milliseconds(50));
-  }
+// `halo-gcs` and `halo-node` next to the running `halo` (build/bin, <prefix>/bin) when they
+// are there and executable, else the bare name, found in PATH by exec.
+std::string program_path(const std::string& name) {
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  const std::string exe = n > 0 ? std::string(path, static_cast<size_t>(n)) : "./halo";
+  const std::string local = exe.substr(0, exe.rfind('/')) + "/" + name;
+  return ::access(local.c_str(), X_OK) == 0 ? local : name;
 }
 
 struct StartedNode {
@@ -72,17 +57,15 @@ StatusOr<StartedNode> start_node(const StartOptions& options, const Session& ses
   for (const auto& flag : options.node_flags) argv.push_back(flag);
   HALO_ASSIGN_OR_RETURN(started.pid, spawn_daemon(argv, log));
   HALO_RETURN_IF_ERROR(write_pid_file(session.pid_file(started.name), started.pid));
-  HALO_RETURN_IF_ERROR(wait_until(
-      [&]() -> Status {
-        auto state = node::read_node_state_file(state_file);
-        if (!state.ok()) return state.status();
-        started.state = *state;
-        if (state->state == "alive" && state->incarnation > 0) return Status();
-        return unavailable_error(str_cat("the node is ", state->state,
-                                         state->gcs_connected ? "" : " and has not reached the GCS",
-                                         state->reason.empty() ? "" : " (" + state->reason + ")"));
-      },
-      started.pid, "halo-node " + started.name, log, to_ms(options.cluster.timeout_s)));
+  HALO_RETURN_IF_ERROR(wait_for_daemons({{.what = "halo-node " + started.name,
+                                          .pid = started.pid,
+                                          .log = log,
+                                          .ready = [&]() -> Status {
+                                            HALO_ASSIGN_OR_RETURN(started.state,
+                                                                  node_ready(state_file));
+                                            return Status();
+                                          }}},
+                                        to_ms(options.cluster.timeout_s)));
   return started;
 }
 
@@ -103,14 +86,14 @@ Status start_head(const StartOptions& options) {
   HALO_ASSIGN_OR_RETURN(pid_t gcs_pid, spawn_daemon(argv, log));
   HALO_RETURN_IF_ERROR(write_pid_file(session.pid_file("gcs"), gcs_pid));
   std::string address;
-  HALO_RETURN_IF_ERROR(wait_until(
-      [&]() -> Status {
-        auto a = session.gcs_address();
-        if (!a.ok()) return a.status();
-        address = *a;
-        return Status();
-      },
-      gcs_pid, "halo-gcs", log, to_ms(options.cluster.timeout_s)));
+  HALO_RETURN_IF_ERROR(wait_for_daemons({{.what = "halo-gcs",
+                                          .pid = gcs_pid,
+                                          .log = log,
+                                          .ready = [&]() -> Status {
+                                            HALO_ASSIGN_OR_RETURN(address, session.gcs_address());
+                                            return Status();
+                                          }}},
+                                        to_ms(options.cluster.timeout_s)));
   auto node = start_node(options, session, address, secret_file);
   if (!node.ok()) {
     return node.status().with_context(str_cat("the GCS serves at ", address,
@@ -182,4 +165,4 @@ Status run_start(const StartOptions& options) {
   return options.head ? start_head(options) : start_joining_node(options);
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

@@ -10,7 +10,7 @@
 #include "launcher/cli/commands.h"
 #include "launcher/cli/gcs_connection.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 namespace {
 
 // Ids and cluster ids in messages and files: lower-case hex, as halo prints ids.
@@ -155,4 +155,4 @@ Status run_status(const StatusOptions& options) {
   return Status();
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

@@ -5,13 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <thread>
 
 #include "launcher/cli/commands.h"
-#include "launcher/cli/daemon_process.h"
-#include "launcher/cli/session.h"
+#include "launcher/session/daemon_process.h"
+#include "launcher/session/session.h"
 
-namespace halo::cli {
+namespace halo::launcher::cli {
 
 Status run_stop(const StopOptions& options) {
   HALO_ASSIGN_OR_RETURN(Session session, Session::open(options.session_dir));
@@ -31,12 +30,9 @@ Status run_stop(const StopOptions& options) {
         ::unlink(session.pid_file(name).c_str());  // Ended earlier: nothing to stop.
       }
     }
-    std::vector<std::thread> stoppers;
-    std::vector<StopResult> results(targets.size());
-    for (size_t i = 0; i < targets.size(); ++i) {
-      stoppers.emplace_back([&, i] { results[i] = stop_daemon(targets[i].second, grace); });
-    }
-    for (auto& t : stoppers) t.join();
+    std::vector<pid_t> pids;
+    for (const auto& target : targets) pids.push_back(target.second);
+    const std::vector<StopResult> results = stop_daemons(pids, grace);
     for (size_t i = 0; i < targets.size(); ++i) {
       const auto& [name, pid] = targets[i];
       const std::string what = gcs_turn ? std::string("halo-gcs") : "halo-node " + name;
@@ -55,4 +51,4 @@ Status run_stop(const StopOptions& options) {
   return Status();
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher::cli

@@ -22,11 +22,13 @@ extern char** environ;
 int main(int argc, char** argv) {
   using namespace halo;
   node::NodeConfig config;
+  objstore::StoreConfig store_config;
   transport::TransportConfig transport_config;
   transport::RpcConfig rpc_config;
   log::LoggingConfig log_config;
   ConfigLoader loader;
   loader.add(config);
+  loader.add(store_config);
   loader.add(transport_config);
   loader.add(rpc_config);
   loader.add(log_config);
@@ -62,7 +64,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto daemon = node::NodeDaemon::start(config, transport_config, rpc_config);
+  auto daemon = node::NodeDaemon::start(config, store_config, transport_config, rpc_config);
   if (!daemon.ok()) {
     log::error("halo-node cannot start: {}", daemon.status());
     std::cerr << "halo-node: " << daemon.status() << "\n";

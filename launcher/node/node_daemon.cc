@@ -46,6 +46,7 @@ bool refused(const Status& s) {
 }  // namespace
 
 StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::start(NodeConfig config,
+                                                        objstore::StoreConfig store,
                                                         transport::TransportConfig transport,
                                                         transport::RpcConfig rpc) {
   if (config.gcs_rpc_server_reconnect_timeout_s <= 0) {
@@ -92,12 +93,24 @@ StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::start(NodeConfig config,
     }
     self->cv_.notify_all();
   });
+  HALO_ASSIGN_OR_RETURN(
+      daemon->store_,
+      objstore::StoreService::start(
+          store, daemon->node_id_, daemon->client_->transport(), daemon->client_->rpc(),
+          static_cast<uint64_t>(daemon->resources_.resources.at("memory")),
+          transport.net_interface));
+  objstore::StoreService* store_service = daemon->store_.get();
+  daemon->client_->on_endpoint_failure(
+      [store_service](const transport::EndpointPtr& ep, const Status&) {
+        store_service->endpoint_failed(ep);
+      });
   Status listening = daemon->client_->transport().listen(config.host, config.port);
   if (!listening.ok()) {
     return listening.with_context(
         str_cat("halo-node cannot listen on ", config.host, ":", config.port, " (--host/--port)"));
   }
   daemon->address_ = daemon->client_->transport().local_address();
+  daemon->store_->set_address(daemon->address_);
   {
     std::lock_guard lock(daemon->mu_);
     daemon->publish_locked();
@@ -114,7 +127,9 @@ NodeDaemon::NodeDaemon(NodeConfig config, NodeResources resources)
 NodeDaemon::~NodeDaemon() {
   request_stop();
   if (thread_.joinable()) thread_.join();
+  if (store_) store_->stop();
   client_.reset();
+  store_.reset();
 }
 
 void NodeDaemon::request_stop() {

@@ -1,11 +1,12 @@
-// The node daemon (halo-node): a machine's membership in the cluster. It registers the node
-// with the GCS (a new random NodeId per process; the GCS assigns incarnations), answers the
-// GCS's health checks, renews its lease every health-check period, and fences itself when the
-// lease runs out. The object store joins it later and asks admit_ha_copy() before it accepts
-// a primary copy.
+// The node daemon (halo-node): a machine's membership in the cluster and its object store. It
+// registers the node with the GCS (a new random NodeId per process; the GCS assigns
+// incarnations), answers the GCS's health checks, renews its lease every health-check period,
+// and fences itself when the lease runs out. It runs the node's object store
+// (objstore/service/store_service.h) on the same transport: local clients and other nodes
+// reach it at address(). The HA layer asks admit_ha_copy() before it accepts a primary copy.
 //
 //   NodeConfig config;                    // gcs_address, secret_file, host, port, ...
-//   auto daemon = NodeDaemon::start(config, transport_config, rpc_config);
+//   auto daemon = NodeDaemon::start(config, store_config, transport_config, rpc_config);
 //   if (!daemon.ok()) return fail(daemon.status());
 //   ...SIGTERM: (*daemon)->request_stop();
 //   Status why = (*daemon)->wait();       // OK: stopped or drained; else why it gave up
@@ -47,6 +48,8 @@
 #include "launcher/node/node_config.h"
 #include "launcher/node/node_resources.h"
 #include "launcher/node/node_state_file.h"
+#include "objstore/service/store_config.h"
+#include "objstore/service/store_service.h"
 
 namespace halo::node {
 
@@ -56,7 +59,7 @@ class NodeDaemon {
   // joining the GCS in the background (registration is retried until the reconnect timeout).
   // Errors: a bad flag value, an unreadable or too open secret file, a port that cannot be
   // bound; each message names the flag or file.
-  static StatusOr<std::unique_ptr<NodeDaemon>> start(NodeConfig config,
+  static StatusOr<std::unique_ptr<NodeDaemon>> start(NodeConfig config, objstore::StoreConfig store,
                                                      transport::TransportConfig transport,
                                                      transport::RpcConfig rpc = {});
   // Stops (as request_stop) and waits.
@@ -81,6 +84,8 @@ class NodeDaemon {
   uint64_t incarnation() const;
   // The node's transport address, as registered.
   const std::string& address() const { return address_; }
+  // The node's object store.
+  const objstore::StoreService& store() const { return *store_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -102,6 +107,9 @@ class NodeDaemon {
   const NodeId node_id_ = NodeId::random();
   std::string address_;
   std::string gcs_address_;
+  // Declared before client_, so destroyed after it (its transport): transfers in flight write
+  // into the store until the transport has stopped.
+  std::unique_ptr<objstore::StoreService> store_;
   std::unique_ptr<gcs::GcsClient> client_;
 
   mutable std::mutex mu_;

@@ -16,6 +16,7 @@
 #include <map>
 
 #include "tests/gcs/node/local_cluster.h"
+#include "tests/support/test_store_size.h"
 #include "tests/support/wait_for.h"
 
 namespace halo::test {
@@ -38,7 +39,9 @@ class HaloCliTest : public ::testing::Test {
   StatusOr<CommandResult> run(std::vector<std::string> args) {
     args.insert(args.begin(), program("halo"));
     RunOptions options;
-    options.env = {"HALO_TEMP_DIR=" + dir_.path()};
+    // The node daemons `halo start` runs inherit a small store (see test_store_size.h).
+    options.env = {"HALO_TEMP_DIR=" + dir_.path(),
+                   "HALO_OBJECT_STORE_MEMORY=" + std::to_string(kTestStoreBytes)};
     options.timeout = 60s;
     return run_command(args, options);
   }

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "tests/gcs/cluster/json_object.h"
+#include "tests/support/test_store_size.h"
 #include "tests/support/wait_for.h"
 
 namespace halo::gcs::testing {
@@ -22,6 +23,7 @@ StatusOr<NodeStateFile> read_node_state_file(const std::string& path) {
   auto object = parse_json_object(state.text);
   if (!object.ok()) return object.status().with_context(str_cat("node state file ", path));
   state.node_id = json_string(*object, "node_id");
+  state.address = json_string(*object, "address");
   state.incarnation = static_cast<uint64_t>(json_number(*object, "incarnation"));
   state.state = json_string(*object, "state");
   state.gcs_connected = json_bool(*object, "gcs_connected");
@@ -42,6 +44,8 @@ StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::start(Options options) {
       "--host=" + o.where.address(),
       "--port=0",
       "--state-file=" + o.state_file,
+      // A store small enough for many nodes on one test machine.
+      "--object-store-memory=" + std::to_string(test::kTestStoreBytes),
   };
   for (auto& flag : o.where.transport_flags()) argv.push_back(std::move(flag));
   for (const auto& flag : o.extra_flags) argv.push_back(flag);

@@ -38,6 +38,7 @@ namespace halo::gcs::testing {
 // One reading of a node daemon's state file.
 struct NodeStateFile {
   std::string node_id;  // 32 hex digits.
+  std::string address;  // The node daemon's transport address.
   uint64_t incarnation = 0;
   std::string state;
   bool gcs_connected = false;

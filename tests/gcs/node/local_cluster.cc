@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "gcs/client/cluster_secret.h"
+#include "tests/support/test_store_size.h"
 #include "tests/support/wait_for.h"
 
 namespace halo::test {
@@ -125,7 +126,9 @@ StatusOr<ChildProcess> spawn_node(const std::string& gcs_address, const std::str
                                   const std::string& label) {
   std::vector<std::string> argv = {program("halo-node"), "--gcs-address=" + gcs_address,
                                    "--secret-file=" + secret_file, "--host=127.0.0.1",
-                                   "--state-file=" + state_file};
+                                   "--state-file=" + state_file,
+                                   // A store small enough for many nodes on one test machine.
+                                   "--object-store-memory=" + std::to_string(kTestStoreBytes)};
   for (auto& e : extra) argv.push_back(std::move(e));
   ChildOptions options;
   options.echo_label = label;

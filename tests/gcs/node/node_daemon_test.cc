@@ -209,7 +209,9 @@ TEST_F(NodeDaemonTest, AdmissionCheckRefusesHaCopiesWhileFencedAndAdmitsAgainAft
   config.gcs_address = (*gcs)->address();
   config.secret_file = (*gcs)->secret_file();
   config.state_file = state_file();
-  auto daemon = node::NodeDaemon::start(config, transport::TransportConfig());
+  objstore::StoreConfig store;
+  store.object_store_memory = 16 << 20;
+  auto daemon = node::NodeDaemon::start(config, store, transport::TransportConfig());
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   EXPECT_FALSE((*daemon)->admit_ha_copy().ok()) << "not registered yet";
   ASSERT_TRUE(wait_for([&] { return !(*daemon)->fenced(); }, kStep));

@@ -13,8 +13,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "halo/base/deadline_timer.h"
 #include "halo/transport/rpc.h"
-#include "rpc/deadline_timer.h"
 #include "rpc/rpc_counters.h"
 
 namespace halo::transport::internal {

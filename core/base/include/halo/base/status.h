@@ -11,6 +11,7 @@
 // read from several threads.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -162,6 +163,12 @@ void append_part(std::string& out, I v) {
     append_part(out, static_cast<unsigned long long>(v));
   }
 }
+// Ids (halo/base/ids.h) and anything else that names itself in hex.
+template <typename T>
+requires requires(const T& t) {
+  { t.to_hex() } -> std::convertible_to<std::string>;
+}
+void append_part(std::string& out, const T& v) { out += v.to_hex(); }
 }  // namespace internal_status
 
 template <typename... Parts>

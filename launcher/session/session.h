@@ -1,5 +1,6 @@
 // A session: the directory where `halo start` keeps everything about the cluster daemons it
-// started on this machine. One per cluster (and one per joining machine).
+// started on this machine. One per cluster (and one per joining machine). An embedded local
+// cluster (launcher/local_cluster/local_cluster.h) keeps its daemons' files in one too.
 //
 //   <temp dir>/session_<YYYY-MM-DD_HH-MM-SS>_<pid>/   mode 0700   (temp dir: /tmp/halo)
 //     cluster_secret      the cluster secret, 64 hex digits, mode 0600 (head only)
@@ -19,13 +20,22 @@
 
 #include "halo/base/status.h"
 
-namespace halo::cli {
+namespace halo::launcher {
 
 class Session {
  public:
   // Creates `dir` (or, when empty, a new default one under the temp dir), with logs/ and
   // pids/, all mode 0700, and points session_latest at it. An existing `dir` is reused.
   static StatusOr<Session> create(const std::string& dir);
+
+  // Whether a new session becomes <temp dir>/session_latest, what `halo status` and
+  // `halo stop` use when given no --session-dir. An embedded local cluster leaves the link
+  // alone, so that it never hides a cluster started by hand.
+  enum class Latest { kPoint, kLeave };
+  // Creates a new session folder under `temp_dir` (made if missing), named as above and never
+  // one that exists already (a suffix _2, _3, ... is added when two sessions of one process
+  // start within a second), with logs/ and pids/, all mode 0700.
+  static StatusOr<Session> create_new(const std::string& temp_dir, Latest latest);
   // The session at `dir`, or when empty the latest one. NOT_FOUND, saying how to start a
   // cluster, when there is none.
   static StatusOr<Session> open(const std::string& dir);
@@ -53,6 +63,9 @@ class Session {
 
  private:
   explicit Session(std::string dir) : dir_(std::move(dir)) {}
+  // logs/, pids/ and the session_latest link of a folder just made.
+  static StatusOr<Session> finish_create(const std::string& temp_dir, const std::string& dir,
+                                         Latest latest);
   std::string dir_;
 };
 
@@ -63,4 +76,4 @@ std::string temp_dir();
 // digits, no newline, mode 0600. Fails if the file exists (a secret is never overwritten).
 Status write_new_secret_file(const std::string& path);
 
-}  // namespace halo::cli
+}  // namespace halo::launcher

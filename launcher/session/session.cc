@@ -1,4 +1,4 @@
-#include "launcher/cli/session.h"
+#include "launcher/session/session.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace halo::cli {
+namespace halo::launcher {
 namespace {
 
 Status make_dir(const std::string& path) {
@@ -41,20 +41,35 @@ std::string temp_dir() {
 }
 
 StatusOr<Session> Session::create(const std::string& requested) {
+  if (requested.empty()) return create_new(temp_dir(), Latest::kPoint);
   const std::string root = temp_dir();
   HALO_RETURN_IF_ERROR(make_dir(root));
-  std::string dir = absolute(requested);
-  if (dir.empty()) {
-    const std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    ::localtime_r(&now, &tm);
-    char stamp[64];
-    std::strftime(stamp, sizeof(stamp), "%Y-%m-%d_%H-%M-%S", &tm);
-    dir = str_cat(root, "/session_", stamp, "_", ::getpid());
-  }
+  const std::string dir = absolute(requested);
   HALO_RETURN_IF_ERROR(make_dir(dir));
+  return finish_create(root, dir, Latest::kPoint);
+}
+
+StatusOr<Session> Session::create_new(const std::string& root, Latest latest) {
+  HALO_RETURN_IF_ERROR(make_dir(root));
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::localtime_r(&now, &tm);
+  char stamp[64];
+  std::strftime(stamp, sizeof(stamp), "%Y-%m-%d_%H-%M-%S", &tm);
+  const std::string base = str_cat(absolute(root), "/session_", stamp, "_", ::getpid());
+  std::string dir = base;
+  for (int n = 2; ::mkdir(dir.c_str(), 0700) != 0; ++n) {
+    if (errno != EEXIST) return errno_error(errno, str_cat("cannot create the folder ", dir));
+    dir = str_cat(base, "_", n);
+  }
+  return finish_create(root, dir, latest);
+}
+
+StatusOr<Session> Session::finish_create(const std::string& root, const std::string& dir,
+                                         Latest latest_link) {
   HALO_RETURN_IF_ERROR(make_dir(dir + "/logs"));
   HALO_RETURN_IF_ERROR(make_dir(dir + "/pids"));
+  if (latest_link == Latest::kLeave) return Session(dir);
   // A new link renamed over the old one: readers never find session_latest missing.
   const std::string latest = root + "/session_latest";
   const std::string tmp = str_cat(latest, ".tmp.", ::getpid());
@@ -147,4 +162,4 @@ Status write_new_secret_file(const std::string& path) {
   return Status();
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher

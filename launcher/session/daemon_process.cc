@@ -1,7 +1,8 @@
-#include "launcher/cli/daemon_process.h"
+#include "launcher/session/daemon_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,22 +15,30 @@
 #include <sstream>
 #include <thread>
 
-namespace halo::cli {
+namespace halo::launcher {
 
-std::string bin_dir() {
-  char path[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
-  if (n <= 0) return ".";
-  std::string exe(path, static_cast<size_t>(n));
-  return exe.substr(0, exe.rfind('/'));
+namespace {
+
+// In the child between fork and exec: only async-signal-safe calls (the caller may have other
+// threads, whose locks the child inherits held).
+void enter_attached_child(pid_t parent) {
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The parent may have died before prctl: then nobody would ever send the signal.
+  if (::getppid() != parent) ::_exit(127);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+  }
+  // Descriptors the caller opened without O_CLOEXEC (sockets, files) stay with the caller.
+  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 }
 
-std::string program_path(const std::string& name) {
-  const std::string local = bin_dir() + "/" + name;
-  return ::access(local.c_str(), X_OK) == 0 ? local : name;
-}
+}  // namespace
 
-StatusOr<pid_t> spawn_daemon(const std::vector<std::string>& argv, const std::string& log_path) {
+StatusOr<pid_t> spawn_daemon(const std::vector<std::string>& argv, const std::string& log_path,
+                             SpawnMode mode) {
   const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0) return errno_error(errno, str_cat("cannot open the log file ", log_path));
   // The child reports a failed exec through this pipe; a successful exec closes it.
@@ -42,6 +51,7 @@ StatusOr<pid_t> spawn_daemon(const std::vector<std::string>& argv, const std::st
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int err = errno;
@@ -51,7 +61,11 @@ StatusOr<pid_t> spawn_daemon(const std::vector<std::string>& argv, const std::st
     return errno_error(err, "fork");
   }
   if (pid == 0) {
-    ::setsid();
+    if (mode == SpawnMode::kAttached) {
+      enter_attached_child(parent);
+    } else {
+      ::setsid();
+    }
     const int null_fd = ::open("/dev/null", O_RDONLY);
     ::dup2(null_fd, STDIN_FILENO);
     ::dup2(log_fd, STDOUT_FILENO);
@@ -64,6 +78,8 @@ StatusOr<pid_t> spawn_daemon(const std::vector<std::string>& argv, const std::st
     (void)!::write(report[1], &err, sizeof(err));
     ::_exit(127);
   }
+  // Also here, so that the group exists before anyone signals it.
+  if (mode == SpawnMode::kAttached) ::setpgid(pid, pid);
   ::close(log_fd);
   ::close(report[1]);
   int err = 0;
@@ -126,24 +142,38 @@ StatusOr<pid_t> read_pid_file(const std::string& path) {
   return static_cast<pid_t>(pid);
 }
 
-StopResult stop_daemon(pid_t pid, std::chrono::milliseconds grace) {
-  if (!process_running(pid)) return StopResult::kNotRunning;
-  ::kill(pid, SIGTERM);
-  // Polled: the daemon is not our child (it was started by an earlier `halo`), so there is
+std::vector<StopResult> stop_daemons(const std::vector<pid_t>& pids,
+                                     std::chrono::milliseconds grace,
+                                     const std::function<bool(pid_t)>& running) {
+  std::vector<StopResult> results(pids.size(), StopResult::kNotRunning);
+  std::vector<size_t> left;  // Signalled and not yet seen gone.
+  for (size_t i = 0; i < pids.size(); ++i) {
+    if (!running(pids[i])) continue;
+    ::kill(pids[i], SIGTERM);
+    results[i] = StopResult::kTerminated;
+    left.push_back(i);
+  }
+  // Polled: a detached daemon is not our child (an earlier `halo` started it), so there is
   // nothing to wait on.
+  const auto still_running = [&] {
+    std::erase_if(left, [&](size_t i) { return !running(pids[i]); });
+    return !left.empty();
+  };
   const auto deadline = std::chrono::steady_clock::now() + grace;
   auto interval = std::chrono::milliseconds(1);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!process_running(pid)) return StopResult::kTerminated;
+  while (still_running() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(interval);
     interval = std::min(interval * 2, std::chrono::milliseconds(50));
   }
-  ::kill(pid, SIGKILL);
+  for (size_t i : left) {
+    ::kill(pids[i], SIGKILL);
+    results[i] = StopResult::kKilled;
+  }
   const auto kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (process_running(pid) && std::chrono::steady_clock::now() < kill_deadline) {
+  while (still_running() && std::chrono::steady_clock::now() < kill_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  return StopResult::kKilled;
+  return results;
 }
 
 std::string tail_file(const std::string& path, int lines) {
@@ -159,4 +189,4 @@ std::string tail_file(const std::string& path, int lines) {
   return out;
 }
 
-}  // namespace halo::cli
+}  // namespace halo::launcher

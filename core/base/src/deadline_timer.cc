@@ -1,10 +1,9 @@
-// The client's deadline tracker (see deadline_timer.h).
-#include "rpc/deadline_timer.h"
+#include "halo/base/deadline_timer.h"
 
 #include <algorithm>
 #include <vector>
 
-namespace halo::transport::internal {
+namespace halo {
 
 DeadlineTimer::DeadlineTimer(std::function<void(uint64_t id)> on_expired,
                              std::chrono::milliseconds check_interval,
@@ -68,4 +67,4 @@ void DeadlineTimer::run() {
   }
 }
 
-}  // namespace halo::transport::internal
+}  // namespace halo

@@ -1,11 +1,12 @@
-// The client's deadline tracker: one thread that sleeps on a condition variable until the
-// earliest deadline of the outstanding calls and reports each deadline as it passes, so
-// deadlines are met to within the scheduler's wake-up latency, without touching the transport's
-// progress thread. It never sleeps longer than the check interval, so add() must wake it only
-// for a deadline earlier than that: the common call costs no wake-up.
+// A deadline tracker: one thread that sleeps on a condition variable until the earliest
+// pending deadline and reports each deadline as it passes, so deadlines are met to within the
+// scheduler's wake-up latency without a thread per waiter. The RPC client uses it for call
+// deadlines, the object store service for requests that wait (gets, puts waiting for room). It
+// never sleeps longer than the check interval, so add() must wake it only for a deadline earlier
+// than that: the common call costs no wake-up.
 //
-// While deadlines are pending it also runs a periodic check (the client's look for calls on
-// endpoints that closed without a failure report).
+// While deadlines are pending it also runs a periodic check (e.g. the RPC client's look for
+// calls on endpoints that closed without a failure report).
 #pragma once
 
 #include <chrono>
@@ -17,12 +18,12 @@
 #include <thread>
 #include <utility>
 
-#include "halo/transport/transport.h"
-
-namespace halo::transport::internal {
+namespace halo {
 
 class DeadlineTimer {
  public:
+  using Clock = std::chrono::steady_clock;
+
   // `on_expired(id)` runs on the timer thread for every added (deadline, id) whose deadline
   // passed before it was removed; `on_check` every `check_interval` while any is pending.
   // Neither runs with the timer's lock held, so both may call add() and remove().
@@ -56,4 +57,4 @@ class DeadlineTimer {
   std::thread thread_;
 };
 
-}  // namespace halo::transport::internal
+}  // namespace halo

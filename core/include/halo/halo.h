@@ -1,0 +1,123 @@
+// halo's C++ API: objects in a cluster's shared-memory object stores (docs/objstore.md).
+//
+//   #include <halo/halo.h>
+//
+//   int main() {
+//     halo::init();                                    // An embedded local cluster, or:
+//     // halo::init({.address = "10.0.0.1:6380"});     // join a running one.
+//     std::vector<double> samples(1 << 20, 1.0);
+//     halo::ObjectRef<std::vector<double>> ref = halo::put(samples);
+//     halo::ObjectView<std::vector<double>> view = halo::get(ref);   // In place, no copy.
+//     double sum = std::accumulate(view.begin(), view.end(), 0.0);
+//     halo::shutdown();
+//   }
+//
+// Values: trivially copyable types and std::vector / std::basic_string of them are written
+// straight into the store and read in place; any other type goes through cereal (it needs a
+// `serialize(Archive&)` member unless the standard library's support covers it).
+//
+// Errors are exceptions (halo/errors.h): ObjectStoreFullError from put, GetTimeoutError and
+// ObjectLostError from get, halo::Error for anything else (no cluster, a bad address, a
+// reference of another type).
+//
+// Threads: every function may be called from any thread once init() has returned.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "halo/errors.h"
+#include "halo/init_options.h"
+#include "halo/internal/client.h"
+#include "halo/internal/object_codec.h"
+#include "halo/object_ref.h"
+#include "halo/object_view.h"
+
+namespace halo {
+
+// Connects this process to a cluster. With no address (options.address, else $HALO_ADDRESS),
+// starts an embedded local cluster (a GCS and options.num_nodes node daemons as child
+// processes) that shutdown() stops. Throws halo::Error if it cannot (the message says why and
+// where the logs are). Calling it twice without shutdown() in between throws.
+void init(const InitOptions& options = {});
+// Drops this process's references, disconnects, and stops an embedded cluster. Idempotent.
+void shutdown();
+bool is_initialized();
+
+struct PutOptions {
+  // How long a put waits for room when the store is full now; default InitOptions::put_timeout.
+  std::optional<std::chrono::milliseconds> timeout;
+};
+
+// Stores `value` as a new immutable object on this process's node; returns its reference.
+// Throws ObjectStoreFullError when it does not fit.
+template <typename T>
+ObjectRef<T> put(const T& value, const PutOptions& options = {}) {
+  internal::Encoder<T> encoder(value);
+  internal::PutParams params;
+  params.timeout = options.timeout;
+  auto state = internal::put_object(
+      internal::kHeaderBytes + encoder.payload_size(),
+      [&encoder](std::span<std::byte> out) { encoder.write(out); }, params);
+  return make_ref<T>(std::move(state));
+}
+
+// The value of the object, in place where its type allows; fetched from its node first when
+// held elsewhere. Throws GetTimeoutError after `timeout` (default: wait for ever) and
+// ObjectLostError when the object can no longer be read.
+template <typename T>
+ObjectView<T> get(const ObjectRef<T>& ref,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) {
+  if (ref.empty()) throw Error("halo::get of an empty ObjectRef");
+  auto objects = internal::get_objects({ref.state()}, timeout);
+  return make_view(ref, objects.front());
+}
+
+// Several at once (fetched concurrently).
+template <typename T>
+std::vector<ObjectView<T>> get(const std::vector<ObjectRef<T>>& refs,
+                               std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) {
+  std::vector<const internal::RefState*> states;
+  states.reserve(refs.size());
+  for (const auto& ref : refs) {
+    if (ref.empty()) throw Error("halo::get of an empty ObjectRef");
+    states.push_back(ref.state());
+  }
+  auto objects = internal::get_objects(states, timeout);
+  std::vector<ObjectView<T>> views;
+  views.reserve(refs.size());
+  for (size_t i = 0; i < refs.size(); ++i) views.push_back(make_view(refs[i], objects[i]));
+  return views;
+}
+
+// Waits until `num_ready` of `refs` are ready (sealed at their owner, or lost) or `timeout`
+// passes (default: for ever); returns which are ready, in order. Never throws GetTimeoutError.
+template <typename T>
+std::vector<bool> wait(const std::vector<ObjectRef<T>>& refs, size_t num_ready,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) {
+  std::vector<const internal::RefState*> states;
+  states.reserve(refs.size());
+  for (const auto& ref : refs) states.push_back(ref.state());
+  return internal::wait_objects(states, num_ready, timeout);
+}
+
+// The node this process is connected to, and its store (for tools and tests).
+struct StoreInfo {
+  std::string node_id_hex;
+  std::string node_address;
+  std::string gcs_address;
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+  uint64_t objects = 0;
+  uint64_t referenced_objects = 0;
+  uint64_t fetches = 0;
+  uint64_t spilled_objects = 0;
+  uint64_t evictions = 0;
+};
+StoreInfo store_info();
+
+}  // namespace halo

@@ -1,0 +1,58 @@
+// The process's connection to its node's object store, as the templates of halo.h use it. Not
+// part of the API: call halo::put/get/wait. Implemented in core/runtime (client_runtime.cc).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "halo/base/ids.h"
+
+namespace halo::internal {
+
+// One reference held by this process. ObjectRef copies share one; the client counts them per
+// object and tells its node about the first and the last.
+class RefState {
+ public:
+  RefState(ObjectId id, std::string owner_address)
+      : id_(id), owner_address_(std::move(owner_address)) {}
+  ~RefState();
+  RefState(const RefState&) = delete;
+  RefState& operator=(const RefState&) = delete;
+  const ObjectId& id() const { return id_; }
+  const std::string& owner_address() const { return owner_address_; }
+
+ private:
+  ObjectId id_;
+  std::string owner_address_;
+};
+
+struct PutParams {
+  std::optional<std::chrono::milliseconds> timeout;  // Wait for room; default: the client's.
+};
+
+// The client's entry points. Every function throws halo::Error (or a subclass) on failure.
+// Thread-safe.
+//
+// Creates an object of `size` bytes, has `write` fill it in place, seals it; returns the new
+// reference.
+std::shared_ptr<RefState> put_object(size_t size,
+                                     const std::function<void(std::span<std::byte>)>& write,
+                                     const PutParams& params);
+// The bytes of each object (pinned while the process holds a reference), fetched from other
+// nodes as needed. Throws GetTimeoutError after `timeout` (negative: wait for ever).
+std::vector<std::span<const std::byte>> get_objects(const std::vector<const RefState*>& refs,
+                                                    std::chrono::milliseconds timeout);
+// Which objects are ready, once `num_ready` are or at the timeout.
+std::vector<bool> wait_objects(const std::vector<const RefState*>& refs, size_t num_ready,
+                               std::chrono::milliseconds timeout);
+// A reference rebuilt from its wire form (another process's ObjectRef::binary()).
+std::shared_ptr<RefState> adopt_ref(ObjectId id, std::string owner_address);
+
+}  // namespace halo::internal

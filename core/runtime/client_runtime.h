@@ -1,0 +1,94 @@
+// The client side of the object store in a driver or worker process: one connection to the
+// node daemon on its machine, the node's shared-memory segment mapped once, and this process's
+// references (docs/objstore.md, "Clients").
+//
+// Puts of at most the node's max_inline_bytes travel in one message (store.put_inline); larger
+// ones reserve room (store.create), are written in place by the caller, then sealed. A get of
+// an object this process already reads is answered from its own table (the node keeps the
+// object pinned for the process while it holds a reference); otherwise the node pins it,
+// fetching it from its owner node first.
+//
+// Reference counting: the process counts its references per object and tells its node about
+// the first (store.add_refs; a put counts as one) and the last (store.remove_refs, which also
+// unpins).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "halo/base/ids.h"
+#include "halo/base/status.h"
+#include "halo/internal/client.h"
+#include "halo/transport/rpc.h"
+#include "halo/transport/transport.h"
+#include "objstore/proto/objstore.pb.h"
+#include "objstore/store/shm_segment.h"
+
+namespace halo::internal {
+
+struct ClientOptions {
+  std::string node_address;  // Transport address of the node daemon on this machine.
+  std::string secret;        // The cluster secret.
+  std::string gcs_address;   // For store_info(); informational.
+  transport::TransportConfig transport;
+  std::chrono::milliseconds put_timeout{10'000};
+  std::chrono::milliseconds connect_timeout{10'000};
+};
+
+class ClientRuntime {
+ public:
+  static StatusOr<std::unique_ptr<ClientRuntime>> connect(ClientOptions options);
+  ~ClientRuntime();
+
+  StatusOr<std::shared_ptr<RefState>> put(size_t size,
+                                          const std::function<void(std::span<std::byte>)>& write,
+                                          const PutParams& params);
+  StatusOr<std::vector<std::span<const std::byte>>> get(const std::vector<const RefState*>& refs,
+                                                        std::chrono::milliseconds timeout);
+  StatusOr<std::vector<bool>> wait(const std::vector<const RefState*>& refs, size_t num_ready,
+                                   std::chrono::milliseconds timeout);
+  StatusOr<std::shared_ptr<RefState>> adopt(const ObjectId& id, const std::string& owner);
+  // A RefState was destroyed.
+  void release(const ObjectId& id);
+  StatusOr<objstore::proto::StoreStatsResponse> stats();
+
+  const std::string& node_address() const { return node_address_; }
+  const std::string& node_id_hex() const { return node_id_hex_; }
+  const std::string& gcs_address() const { return options_.gcs_address; }
+
+ private:
+  explicit ClientRuntime(ClientOptions options) : options_(std::move(options)) {}
+  // A call to the node, waited for by spinning briefly, then sleeping.
+  template <typename Req, typename Resp>
+  StatusOr<Resp> call(const char* method, const Req& request, std::chrono::milliseconds timeout);
+
+  struct Entry {
+    uint64_t refs = 0;
+    std::string owner;
+    std::optional<std::span<const std::byte>> bytes;  // Pinned for this process.
+  };
+
+  const ClientOptions options_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::unique_ptr<transport::RpcNode> rpc_;
+  transport::EndpointPtr node_;
+  std::unique_ptr<objstore::ShmSegment> segment_;
+  std::string node_address_;
+  std::string node_id_hex_;
+  uint64_t max_inline_bytes_ = 0;
+
+  std::mutex mu_;
+  std::unordered_map<ObjectId, Entry> entries_;
+};
+
+}  // namespace halo::internal

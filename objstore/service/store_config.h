@@ -1,0 +1,48 @@
+// Configuration of a node's object store (halo-node flags). Every knob is documented here,
+// once, next to its default; halo/base/config.h explains how defaults, a file, HALO_*
+// environment variables and flags combine.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace halo::objstore {
+
+struct StoreConfig {
+  // Bytes of shared memory for objects on this node (Ray's --object-store-memory). 0: 30% of
+  // the memory the node registers (Ray's default share).
+  uint64_t object_store_memory = 0;
+  // NUMA node (hwloc logical index) to bind the store's memory to; -1: the one nearest the
+  // network interface when hwloc can tell, else no binding on a single-node machine.
+  int32_t numa_node = -1;
+  // Touch every page at start, so that no put pays for page faults.
+  bool object_store_prefault = true;
+  // mlock the store so it never swaps; refused (RLIMIT_MEMLOCK) gives a warning, not a failure.
+  bool object_store_lock_memory = true;
+  // Where objects go when the store is full (may be a shared filesystem); empty: no spilling,
+  // a put that finds the store full waits for room or fails.
+  std::string spill_dir = "";
+  // Puts of at most this many bytes travel inside the request (one message instead of
+  // create + seal); lookups between nodes return objects this small inline.
+  uint64_t max_inline_bytes = 16 * 1024;
+  // Objects move between nodes in RMA puts of this size, all in flight at once.
+  uint64_t transfer_chunk_bytes = 4 * 1024 * 1024;
+  // How long a node tries to reach another node's daemon before the transfer fails.
+  int64_t peer_connect_timeout_ms = 5000;
+
+  template <typename V>
+  void visit(V& v) {
+    v("object_store_memory", object_store_memory,
+      "bytes of shared memory for objects; 0 = 30% of the node's memory");
+    v("numa_node", numa_node, "NUMA node for the store's memory; -1 = nearest the NIC");
+    v("object_store_prefault", object_store_prefault, "touch every store page at start");
+    v("object_store_lock_memory", object_store_lock_memory, "mlock the store (warns if refused)");
+    v("spill_dir", spill_dir, "folder for objects spilled from a full store; empty = none");
+    v("max_inline_bytes", max_inline_bytes, "largest object sent inside a message");
+    v("transfer_chunk_bytes", transfer_chunk_bytes, "RMA chunk size of transfers between nodes");
+    v("peer_connect_timeout_ms", peer_connect_timeout_ms,
+      "time limit to reach another node's daemon");
+  }
+};
+
+}  // namespace halo::objstore

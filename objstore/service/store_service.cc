@@ -1,0 +1,699 @@
+#include "objstore/service/store_service.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "halo/base/logging.h"
+
+namespace halo::objstore {
+namespace {
+
+using transport::EndpointPtr;
+using transport::RpcResponder;
+
+// Client ids: connections are endpoint id + kFirstClient; below that, the node itself
+// (kNodeClient creates fetched copies).
+constexpr ClientId kPeerClient = 1;  // Pins an object while a peer reads it.
+constexpr ClientId kFirstClient = 16;
+
+StatusOr<ObjectId> object_id_of(const std::string& bytes) {
+  auto id = ObjectId::from_binary(bytes);
+  if (!id.ok()) return id.status().with_context("object id in the request");
+  return id;
+}
+
+StatusOr<std::vector<RefSpec>> refs_of(
+    const google::protobuf::RepeatedPtrField<proto::ObjectRefProto>& refs) {
+  std::vector<RefSpec> out;
+  out.reserve(refs.size());
+  for (const proto::ObjectRefProto& ref : refs) {
+    HALO_ASSIGN_OR_RETURN(ObjectId id, object_id_of(ref.object_id()));
+    out.push_back({id, ref.owner_address()});
+  }
+  return out;
+}
+
+StoreService::Clock::time_point deadline_after(int64_t timeout_ms) {
+  if (timeout_ms <= 0) return StoreService::Clock::time_point::max();
+  return StoreService::Clock::now() + std::chrono::milliseconds(timeout_ms);
+}
+
+// The store's default share of a node's memory (Ray's object_store_memory default).
+constexpr double kDefaultMemoryShare = 0.3;
+
+}  // namespace
+
+StatusOr<std::unique_ptr<StoreService>> StoreService::start(
+    const StoreConfig& config, const NodeId& node_id, transport::Transport& transport,
+    transport::RpcNode& rpc, uint64_t node_memory_bytes, const std::string& net_interface) {
+  auto service = std::unique_ptr<StoreService>(new StoreService(config, node_id, transport, rpc));
+  StoreOptions options;
+  options.capacity_bytes = config.object_store_memory;
+  if (options.capacity_bytes == 0) {
+    options.capacity_bytes = static_cast<uint64_t>(kDefaultMemoryShare * node_memory_bytes);
+  }
+  options.segment.numa_node = config.numa_node;
+  options.segment.net_interface = net_interface;
+  options.segment.prefault = config.object_store_prefault;
+  options.segment.lock_memory = config.object_store_lock_memory;
+  options.spill_dir = config.spill_dir;
+  options.spill_prefix = node_id.to_hex();
+  HALO_ASSIGN_OR_RETURN(service->store_, ObjectStore::create(options));
+  ShmSegment& segment = service->store_->segment();
+  auto region = transport.register_memory(segment.data(), segment.size());
+  if (!region.ok()) {
+    return region.status().with_context(
+        str_cat("registering the object store (", segment.size(), " bytes) with the transport"));
+  }
+  service->region_ = std::move(*region);
+  StoreService* self = service.get();
+  service->fetcher_ = std::make_unique<ObjectFetcher>(
+      *service->store_, *service->region_, service->links_, rpc.client(),
+      [self](std::function<void()> fn) { self->post(std::move(fn)); },
+      [self](const ObjectId& id, uint64_t size, Clock::time_point deadline,
+             std::function<void(StatusOr<Placement>)> done) {
+        self->reserve(id, size, kNodeClient, CopyKind::kSecondary, deadline, std::move(done));
+      },
+      [self](const ObjectId& id, const Status& outcome) { self->sealed(id, outcome); });
+  service->store_->set_space_listener(
+      [self] { self->post([self] { self->retry_space_waiters(); }); });
+  HALO_RETURN_IF_ERROR(service->install_handlers());
+  log::info("object store: {}", segment.describe());
+  return service;
+}
+
+StoreService::StoreService(const StoreConfig& config, const NodeId& node_id,
+                           transport::Transport& transport, transport::RpcNode& rpc)
+    : config_(config),
+      node_id_(node_id),
+      transport_(transport),
+      rpc_(rpc),
+      links_(std::make_shared<PeerLinks>(
+          transport, std::chrono::milliseconds(config.peer_connect_timeout_ms))),
+      refs_(std::make_unique<RefTable>("")),
+      timer_(std::make_unique<DeadlineTimer>(
+          [this](uint64_t id) {
+            post([this, id] {
+              auto it = deadlines_.find(id);
+              if (it == deadlines_.end()) return;
+              std::function<void()> fn = std::move(it->second);
+              deadlines_.erase(it);
+              fn();
+            });
+          },
+          std::chrono::milliseconds(100), [] {})) {}
+
+StoreService::~StoreService() {
+  stop();
+  // The store (and its spill thread) goes after the transport: transfers that were in flight
+  // when the transport shut down wrote into its segment until then.
+}
+
+void StoreService::set_address(const std::string& address) {
+  post([this, address] {
+    address_ = address;
+    refs_ = std::make_unique<RefTable>(address);
+  });
+}
+
+void StoreService::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(post_mu_);
+    if (stopped_) return;
+  }
+  transport_.run_on_progress_thread(std::move(fn));
+}
+
+void StoreService::stop() {
+  {
+    std::lock_guard lock(post_mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  if (store_) store_->set_space_listener(nullptr);
+  timer_->stop();
+  links_->close_all();
+}
+
+// ---- Handlers ---------------------------------------------------------------------------------
+
+namespace {
+
+// Runs `handler(request, reply)` on the progress thread: inline when the RPC layer calls from
+// there (handler_threads = 0, the node's setting), else with a copy of the request posted.
+template <typename Req, typename Resp, typename Handler>
+std::function<void(const Req&, RpcResponder<Resp>)> on_progress_thread(
+    transport::Transport& transport, Handler handler) {
+  return [&transport, handler](const Req& request, RpcResponder<Resp> reply) {
+    if (transport.on_progress_thread()) return handler(request, std::move(reply));
+    transport.run_on_progress_thread(
+        [handler, request, reply = std::move(reply)] { handler(request, reply); });
+  };
+}
+
+}  // namespace
+
+Status StoreService::install_handlers() {
+  transport::RpcServer& server = rpc_.server();
+#define HALO_STORE_METHOD(name, Req, Resp, method)                                               \
+  HALO_RETURN_IF_ERROR((server.handle_async<proto::Req, proto::Resp>(                            \
+      name, on_progress_thread<proto::Req, proto::Resp>(                                         \
+                transport_, [this](const proto::Req& request, RpcResponder<proto::Resp> reply) { \
+                  method(request, reply);                                                        \
+                }))))
+  HALO_STORE_METHOD("store.connect", StoreConnectRequest, StoreConnectResponse, handle_connect);
+  HALO_STORE_METHOD("store.create", CreateRequest, CreateResponse, handle_create);
+  HALO_STORE_METHOD("store.seal", SealRequest, SealResponse, handle_seal);
+  HALO_STORE_METHOD("store.put_inline", PutInlineRequest, PutInlineResponse, handle_put_inline);
+  HALO_STORE_METHOD("store.get", GetRequest, GetResponse, handle_get);
+  HALO_STORE_METHOD("store.wait", WaitRequest, WaitResponse, handle_wait);
+  HALO_STORE_METHOD("store.release", ReleaseRequest, ReleaseResponse, handle_release);
+  HALO_STORE_METHOD("store.add_refs", RefsRequest, RefsResponse, handle_add_refs);
+  HALO_STORE_METHOD("store.remove_refs", RefsRequest, RefsResponse, handle_remove_refs);
+  HALO_STORE_METHOD("store.stats", StoreStatsRequest, StoreStatsResponse, handle_stats);
+  HALO_STORE_METHOD("peer.lookup", LookupRequest, LookupResponse, handle_lookup);
+  HALO_STORE_METHOD("peer.pull", PullRequest, PullResponse, handle_pull);
+  HALO_STORE_METHOD("peer.borrow", BorrowRequest, BorrowResponse, handle_borrow);
+  HALO_STORE_METHOD("peer.unborrow", BorrowRequest, BorrowResponse, handle_unborrow);
+#undef HALO_STORE_METHOD
+  return Status();
+}
+
+ClientId StoreService::client_of(const EndpointPtr& peer) {
+  auto [it, inserted] = clients_.try_emplace(peer->id(), peer->id() + kFirstClient);
+  if (inserted) clients_connected_ = clients_.size();
+  return it->second;
+}
+
+void StoreService::handle_connect(const proto::StoreConnectRequest& request,
+                                  RpcResponder<proto::StoreConnectResponse> reply) {
+  if (address_.empty()) return reply.respond(unavailable_error("the node is starting"));
+  const ClientId client = client_of(reply.context().peer());
+  log::debug("store client {} connected: pid {} ({})", client, request.pid(),
+             request.client_name());
+  proto::StoreConnectResponse response;
+  response.set_node_id(node_id_.binary());
+  response.set_node_address(address_);
+  response.set_segment_owner_pid(::getpid());
+  response.set_segment_fd(store_->segment().fd());
+  response.set_segment_size(store_->segment().size());
+  response.set_max_inline_bytes(config_.max_inline_bytes);
+  reply.respond(std::move(response));
+}
+
+void StoreService::handle_create(const proto::CreateRequest& request,
+                                 RpcResponder<proto::CreateResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  const ClientId client = client_of(reply.context().peer());
+  reserve(*id, request.size(), client, CopyKind::kPrimary, deadline_after(request.timeout_ms()),
+          [this, id = *id, client, reply](StatusOr<Placement> placement) {
+            if (!placement.ok()) return reply.respond(placement.status());
+            unsealed_[id] = client;
+            refs_->created(id, client);
+            referenced_ = refs_->size();
+            proto::CreateResponse response;
+            response.set_offset(placement->offset);
+            reply.respond(std::move(response));
+          });
+}
+
+void StoreService::handle_seal(const proto::SealRequest& request,
+                               RpcResponder<proto::SealResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  auto creator = unsealed_.find(*id);
+  if (creator == unsealed_.end() || creator->second != client_of(reply.context().peer())) {
+    return reply.respond(failed_precondition_error(
+        str_cat("object ", id->to_hex(), " is not being created by this client")));
+  }
+  Status sealed_status = store_->seal(*id);
+  if (!sealed_status.ok()) return reply.respond(sealed_status);
+  unsealed_.erase(creator);
+  sealed(*id, Status());
+  reply.respond(proto::SealResponse());
+}
+
+void StoreService::handle_put_inline(const proto::PutInlineRequest& request,
+                                     RpcResponder<proto::PutInlineResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  const ClientId client = client_of(reply.context().peer());
+  auto data = std::make_shared<std::string>(request.data());
+  reserve(*id, data->size(), client, CopyKind::kPrimary, deadline_after(request.timeout_ms()),
+          [this, id = *id, client, data, reply](StatusOr<Placement> placement) {
+            if (!placement.ok()) return reply.respond(placement.status());
+            if (!data->empty()) {
+              std::memcpy(store_->segment().data() + placement->offset, data->data(), data->size());
+            }
+            Status s = store_->seal(id);
+            if (!s.ok()) return reply.respond(s);
+            refs_->created(id, client);
+            referenced_ = refs_->size();
+            sealed(id, Status());
+            reply.respond(proto::PutInlineResponse());
+          });
+}
+
+void StoreService::handle_get(const proto::GetRequest& request,
+                              RpcResponder<proto::GetResponse> reply) {
+  auto refs = refs_of(request.refs());
+  if (!refs.ok()) return reply.respond(refs.status());
+  const ClientId client = client_of(reply.context().peer());
+  struct Pending {
+    proto::GetResponse response;
+    size_t remaining = 0;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->remaining = refs->size();
+  for (const RefSpec& ref : *refs) {
+    proto::ObjectLocation* location = pending->response.add_objects();
+    location->set_object_id(ref.id.binary());
+  }
+  if (refs->empty()) return reply.respond(std::move(pending->response));
+  const Clock::time_point deadline = deadline_after(request.timeout_ms());
+  for (size_t i = 0; i < refs->size(); ++i) {
+    pin_when_ready((*refs)[i].id, (*refs)[i].owner_address, client, deadline,
+                   [pending, i, reply](StatusOr<Placement> placement) {
+                     proto::ObjectLocation* location = pending->response.mutable_objects(i);
+                     if (placement.ok()) {
+                       location->set_offset(placement->offset);
+                       location->set_size(placement->size);
+                     } else {
+                       location->set_code(static_cast<int32_t>(placement.status().code()));
+                       location->set_message(std::string(placement.status().message()));
+                     }
+                     if (--pending->remaining == 0) reply.respond(std::move(pending->response));
+                   });
+  }
+}
+
+void StoreService::handle_wait(const proto::WaitRequest& request,
+                               RpcResponder<proto::WaitResponse> reply) {
+  auto refs = refs_of(request.refs());
+  if (!refs.ok()) return reply.respond(refs.status());
+  struct Pending {
+    proto::WaitResponse response;
+    size_t settled = 0;
+    size_t wanted = 0;
+    bool answered = false;
+    uint64_t deadline_id = 0;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->wanted = std::min<size_t>(request.num_ready(), refs->size());
+  for (size_t i = 0; i < refs->size(); ++i) {
+    pending->response.add_ready(false);
+    pending->response.add_lost(false);
+  }
+  auto answer = [this, pending, reply] {
+    if (pending->answered) return;
+    pending->answered = true;
+    cancel_deadline(pending->deadline_id);
+    reply.respond(pending->response);
+  };
+  if (pending->wanted == 0) return answer();
+  const Clock::time_point deadline = deadline_after(request.timeout_ms());
+  pending->deadline_id = add_deadline(deadline, answer);
+  for (size_t i = 0; i < refs->size(); ++i) {
+    const RefSpec& ref = (*refs)[i];
+    auto settle = [pending, i, answer](Status status) {
+      if (pending->answered) return;
+      if (status.ok()) {
+        pending->response.set_ready(static_cast<int>(i), true);
+      } else if (status.code() == StatusCode::kDeadlineExceeded) {
+        return;
+      } else {
+        pending->response.set_lost(static_cast<int>(i), true);
+      }
+      if (++pending->settled >= pending->wanted) answer();
+    };
+    auto info = store_->info(ref.id);
+    if (info && info->state != ObjectState::kCreated) {
+      settle(Status());
+    } else if (info || ref.owner_address.empty() || ref.owner_address == address_) {
+      if (!info) {
+        settle(not_found_error(str_cat("object ", ref.id.to_hex(), " is not at its owner")));
+      } else {
+        wait_for_seal(ref.id, deadline, settle);
+      }
+    } else {
+      // Held elsewhere: ask its owner whether it is sealed there (no bytes move).
+      links_->with_peer(ref.owner_address,
+                        [this, id = ref.id, deadline, settle](StatusOr<EndpointPtr> peer) {
+                          post([this, id, deadline, settle, peer = std::move(peer)] {
+                            if (!peer.ok()) return settle(peer.status());
+                            proto::LookupRequest lookup;
+                            lookup.set_object_id(id.binary());
+                            lookup.set_timeout_ms(time_left(deadline).count());
+                            rpc_.client().call<proto::LookupRequest, proto::LookupResponse>(
+                                *peer, "peer.lookup", lookup, time_left(deadline),
+                                [this, settle](StatusOr<proto::LookupResponse> found) {
+                                  post([settle, status = found.status()] { settle(status); });
+                                });
+                          });
+                        });
+    }
+  }
+}
+
+void StoreService::handle_release(const proto::ReleaseRequest& request,
+                                  RpcResponder<proto::ReleaseResponse> reply) {
+  const ClientId client = client_of(reply.context().peer());
+  for (const std::string& bytes : request.object_ids()) {
+    auto id = ObjectId::from_binary(bytes);
+    if (id.ok()) (void)store_->unpin(*id, client);
+  }
+  reply.respond(proto::ReleaseResponse());
+}
+
+void StoreService::handle_add_refs(const proto::RefsRequest& request,
+                                   RpcResponder<proto::RefsResponse> reply) {
+  auto refs = refs_of(request.refs());
+  if (!refs.ok()) return reply.respond(refs.status());
+  auto actions = refs_->add_refs(client_of(reply.context().peer()), *refs);
+  if (!actions.ok()) return reply.respond(actions.status());
+  apply(std::move(*actions));
+  reply.respond(proto::RefsResponse());
+}
+
+void StoreService::handle_remove_refs(const proto::RefsRequest& request,
+                                      RpcResponder<proto::RefsResponse> reply) {
+  auto refs = refs_of(request.refs());
+  if (!refs.ok()) return reply.respond(refs.status());
+  const ClientId client = client_of(reply.context().peer());
+  std::vector<ObjectId> ids;
+  ids.reserve(refs->size());
+  for (const RefSpec& ref : *refs) {
+    ids.push_back(ref.id);
+    // The client reads an object only while it holds a reference: its pins go with it.
+    while (store_->unpin(ref.id, client).ok()) {
+    }
+  }
+  apply(refs_->remove_refs(client, ids));
+  reply.respond(proto::RefsResponse());
+}
+
+void StoreService::handle_stats(const proto::StoreStatsRequest&,
+                                RpcResponder<proto::StoreStatsResponse> reply) {
+  reply.respond(stats());
+}
+
+proto::StoreStatsResponse StoreService::stats() const {
+  const StoreStats s = store_->stats();
+  proto::StoreStatsResponse response;
+  response.set_capacity_bytes(s.capacity);
+  response.set_used_bytes(s.used);
+  response.set_objects(s.objects);
+  response.set_spilled_objects(s.spilled);
+  response.set_evictions(s.evictions);
+  response.set_spills(s.spills);
+  response.set_restores(s.restores);
+  response.set_clients(clients_connected_);
+  response.set_referenced_objects(referenced_);
+  response.set_fetches(fetcher_->fetches());
+  response.set_fetched_bytes(fetcher_->fetched_bytes());
+  response.set_segment(store_->segment().describe());
+  return response;
+}
+
+void StoreService::handle_lookup(const proto::LookupRequest& request,
+                                 RpcResponder<proto::LookupResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  const bool want_data = request.want_data();
+  // address_ as the owner: a lookup never makes this node fetch from elsewhere.
+  pin_when_ready(*id, address_, kPeerClient, deadline_after(request.timeout_ms()),
+                 [this, id = *id, want_data, reply](StatusOr<Placement> placement) {
+                   if (!placement.ok()) return reply.respond(placement.status());
+                   proto::LookupResponse response;
+                   response.set_size(placement->size);
+                   if (want_data && placement->size <= config_.max_inline_bytes) {
+                     response.set_inline_data_present(true);
+                     response.set_inline_data(reinterpret_cast<const char*>(
+                                                  store_->segment().data() + placement->offset),
+                                              placement->size);
+                   }
+                   (void)store_->unpin(id, kPeerClient);
+                   reply.respond(std::move(response));
+                 });
+}
+
+void StoreService::handle_pull(const proto::PullRequest& request,
+                               RpcResponder<proto::PullResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  transport::RemoteRegion into;
+  into.addr = request.into().addr();
+  into.length = request.into().length();
+  into.rkey = request.into().rkey();
+  const uint64_t offset = request.offset();
+  const uint64_t size = request.size();
+  if (offset > into.length || size > into.length - offset) {
+    return reply.respond(invalid_argument_error(
+        str_cat("pull of object ", id->to_hex(), ": ", size, " bytes at offset ", offset,
+                " do not fit the caller's region of ", into.length, " bytes")));
+  }
+  pin_when_ready(
+      *id, address_, kPeerClient, reply.context().deadline(),
+      [this, id = *id, into = std::move(into), offset, size, reply](StatusOr<Placement> placement) {
+        if (!placement.ok()) return reply.respond(placement.status());
+        if (placement->size != size) {
+          (void)store_->unpin(id, kPeerClient);
+          return reply.respond(
+              invalid_argument_error(str_cat("pull of object ", id.to_hex(), " asks for ", size,
+                                             " bytes; it has ", placement->size)));
+        }
+        const EndpointPtr& peer = reply.context().peer();
+        // Every chunk is in flight at once (the library pipelines them); one flush then says
+        // they all landed. A failed put fails the flush too.
+        const uint64_t chunk = std::max<uint64_t>(config_.transfer_chunk_bytes, 4096);
+        for (uint64_t done = 0; done < size; done += chunk) {
+          const uint64_t len = std::min(chunk, size - done);
+          peer->put(*region_, placement->offset + done, into, offset + done, len, [](Status) {});
+        }
+        peer->flush([this, id, reply](Status flushed) {
+          post([this, id, reply, flushed] {
+            (void)store_->unpin(id, kPeerClient);
+            if (!flushed.ok()) return reply.respond(flushed);
+            reply.respond(proto::PullResponse());
+          });
+        });
+      });
+}
+
+void StoreService::handle_borrow(const proto::BorrowRequest& request,
+                                 RpcResponder<proto::BorrowResponse> reply) {
+  auto node = NodeId::from_binary(request.node_id());
+  if (!node.ok()) return reply.respond(node.status().with_context("node id in the request"));
+  borrower_endpoints_[reply.context().peer()->id()] = *node;
+  Status first_error;
+  for (const std::string& bytes : request.object_ids()) {
+    auto id = object_id_of(bytes);
+    Status s = id.ok() ? refs_->add_borrower(*id, *node) : id.status();
+    if (!s.ok() && first_error.ok()) first_error = s;
+  }
+  if (!first_error.ok()) return reply.respond(first_error);
+  reply.respond(proto::BorrowResponse());
+}
+
+void StoreService::handle_unborrow(const proto::BorrowRequest& request,
+                                   RpcResponder<proto::BorrowResponse> reply) {
+  auto node = NodeId::from_binary(request.node_id());
+  if (!node.ok()) return reply.respond(node.status().with_context("node id in the request"));
+  for (const std::string& bytes : request.object_ids()) {
+    auto id = ObjectId::from_binary(bytes);
+    if (id.ok()) apply(refs_->remove_borrower(*id, *node));
+  }
+  reply.respond(proto::BorrowResponse());
+}
+
+// ---- Room, readiness and deadlines --------------------------------------------------------------
+
+void StoreService::reserve(const ObjectId& id, uint64_t size, ClientId creator, CopyKind kind,
+                           Clock::time_point deadline,
+                           std::function<void(StatusOr<Placement>)> done) {
+  StatusOr<Placement> placement = store_->create(id, size, creator, kind);
+  if (placement.ok() || placement.status().code() != StatusCode::kResourceExhausted ||
+      Clock::now() >= deadline) {
+    return done(std::move(placement));
+  }
+  auto waiter = std::make_shared<SpaceWaiter>();
+  waiter->id = id;
+  waiter->size = size;
+  waiter->creator = creator;
+  waiter->kind = kind;
+  waiter->done = std::move(done);
+  waiter->deadline_id = add_deadline(deadline, [this, waiter, why = placement.status()] {
+    auto it = std::find(space_waiters_.begin(), space_waiters_.end(), waiter);
+    if (it == space_waiters_.end()) return;
+    space_waiters_.erase(it);
+    waiter->done(why.with_context("waited for room until the put's timeout"));
+  });
+  space_waiters_.push_back(std::move(waiter));
+}
+
+void StoreService::retry_space_waiters() {
+  // In arrival order; one that still does not fit does not hold back smaller ones behind it.
+  for (auto it = space_waiters_.begin(); it != space_waiters_.end();) {
+    std::shared_ptr<SpaceWaiter> waiter = *it;
+    StatusOr<Placement> placement =
+        store_->create(waiter->id, waiter->size, waiter->creator, waiter->kind);
+    if (!placement.ok() && placement.status().code() == StatusCode::kResourceExhausted) {
+      ++it;
+      continue;
+    }
+    it = space_waiters_.erase(it);
+    cancel_deadline(waiter->deadline_id);
+    waiter->done(std::move(placement));
+  }
+}
+
+void StoreService::pin_when_ready(const ObjectId& id, const std::string& owner_address,
+                                  ClientId client, Clock::time_point deadline,
+                                  std::function<void(StatusOr<Placement>)> done) {
+  auto again = [this, id, owner_address, client, deadline, done](Status status) {
+    if (!status.ok()) return done(status);
+    pin_when_ready(id, owner_address, client, deadline, done);
+  };
+  // A copy being fetched is in the store (unsealed) already: join the transfer.
+  if (fetcher_->fetching(id)) return fetcher_->fetch(id, owner_address, deadline, again);
+  std::optional<ObjectInfo> info = store_->info(id);
+  if (info) {
+    switch (info->state) {
+      case ObjectState::kSealed:
+        return done(store_->pin(id, client));
+      case ObjectState::kCreated:
+        return wait_for_seal(id, deadline, again);
+      case ObjectState::kSpilled:
+        return store_->restore(
+            id, [this, again](Status restored) { post([again, restored] { again(restored); }); });
+    }
+  }
+  if (owner_address.empty() || owner_address == address_) {
+    return done(not_found_error(
+        str_cat("object ", id.to_hex(), " is lost: its owner node ", address_,
+                " no longer has it (freed, or its creator died before sealing it)")));
+  }
+  fetcher_->fetch(id, owner_address, deadline, again);
+}
+
+void StoreService::wait_for_seal(const ObjectId& id, Clock::time_point deadline,
+                                 std::function<void(Status)> done) {
+  struct Once {
+    std::function<void(Status)> done;
+    uint64_t deadline_id = 0;
+  };
+  auto once = std::make_shared<Once>();
+  once->done = std::move(done);
+  once->deadline_id = add_deadline(deadline, [once, id] {
+    if (!once->done) return;
+    auto finish = std::move(once->done);
+    once->done = nullptr;
+    finish(deadline_exceeded_error(str_cat("object ", id.to_hex(), " was not sealed in time")));
+  });
+  seal_waiters_[id].push_back([this, once](Status outcome) {
+    if (!once->done) return;
+    cancel_deadline(once->deadline_id);
+    auto finish = std::move(once->done);
+    once->done = nullptr;
+    finish(outcome);
+  });
+}
+
+void StoreService::sealed(const ObjectId& id, const Status& outcome) {
+  auto it = seal_waiters_.find(id);
+  if (it == seal_waiters_.end()) return;
+  auto waiting = std::move(it->second);
+  seal_waiters_.erase(it);
+  for (auto& w : waiting) w(outcome);
+}
+
+uint64_t StoreService::add_deadline(Clock::time_point deadline, std::function<void()> on_expired) {
+  if (deadline == Clock::time_point::max()) return 0;
+  const uint64_t id = next_deadline_id_++;
+  deadlines_.emplace(id, std::move(on_expired));
+  timer_->add(deadline, id);
+  return id;
+}
+
+void StoreService::cancel_deadline(uint64_t id) {
+  if (id != 0) deadlines_.erase(id);
+}
+
+// ---- References and departures ----------------------------------------------------------------
+
+void StoreService::apply(RefActions actions) {
+  for (const ObjectId& id : actions.free) {
+    auto unsealed = unsealed_.find(id);
+    if (unsealed != unsealed_.end()) {
+      // Freed before it was sealed: its creator dropped the reference (or died).
+      (void)store_->abort(id);
+      unsealed_.erase(unsealed);
+      sealed(id,
+             not_found_error(str_cat("object ", id.to_hex(), " was aborted before it was sealed")));
+      continue;
+    }
+    (void)store_->remove(id);
+  }
+  for (const RefSpec& ref : actions.borrow) send_borrow(ref, true);
+  for (const RefSpec& ref : actions.unborrow) send_borrow(ref, false);
+  referenced_ = refs_->size();
+}
+
+void StoreService::send_borrow(const RefSpec& ref, bool borrow) {
+  links_->with_peer(ref.owner_address, [this, ref, borrow](StatusOr<EndpointPtr> peer) {
+    if (!peer.ok()) {
+      log::debug("cannot tell {} about object {}: {}", ref.owner_address, ref.id, peer.status());
+      return;
+    }
+    proto::BorrowRequest request;
+    request.add_object_ids(ref.id.binary());
+    request.set_node_id(node_id_.binary());
+    rpc_.client().call<proto::BorrowRequest, proto::BorrowResponse>(
+        *peer, borrow ? "peer.borrow" : "peer.unborrow", request, std::chrono::seconds(10),
+        [ref, borrow](StatusOr<proto::BorrowResponse> result) {
+          if (!result.ok()) {
+            log::debug("{} of object {} at {} failed: {}", borrow ? "borrow" : "unborrow", ref.id,
+                       ref.owner_address, result.status());
+          }
+        });
+  });
+}
+
+void StoreService::client_gone(ClientId client) {
+  store_->client_gone(client);
+  for (auto it = unsealed_.begin(); it != unsealed_.end();) {
+    if (it->second != client) {
+      ++it;
+      continue;
+    }
+    const ObjectId id = it->first;
+    it = unsealed_.erase(it);
+    sealed(id, not_found_error(str_cat("object ", id.to_hex(),
+                                       " is lost: its creator went away before sealing it")));
+  }
+  apply(refs_->client_gone(client));
+}
+
+void StoreService::endpoint_failed(const EndpointPtr& endpoint) {
+  const uint64_t endpoint_id = endpoint->id();
+  post([this, endpoint_id, endpoint] {
+    links_->forget(endpoint);
+    if (auto it = clients_.find(endpoint_id); it != clients_.end()) {
+      const ClientId client = it->second;
+      clients_.erase(it);
+      clients_connected_ = clients_.size();
+      client_gone(client);
+    }
+    if (auto it = borrower_endpoints_.find(endpoint_id); it != borrower_endpoints_.end()) {
+      const NodeId node = it->second;
+      borrower_endpoints_.erase(it);
+      apply(refs_->node_gone(node));
+    }
+  });
+}
+
+}  // namespace halo::objstore

@@ -1,0 +1,181 @@
+// The object store's face in a node daemon (docs/objstore.md): the store itself (a
+// shared-memory segment registered once with the transport), the RPC methods local clients
+// call ("store.*": connect, create/seal, put_inline, get, wait, references, stats) and those
+// other node daemons call ("peer.*": lookup, pull, borrow). It fetches objects owned by other
+// nodes (ObjectFetcher), decides with the RefTable when objects are freed, and cleans up after
+// a client or a peer node that goes away.
+//
+//   auto service = StoreService::start(store_config, node_id, transport, rpc,
+//                                      node_memory_bytes, "eth0").value();
+//   HALO_RETURN_IF_ERROR(transport.listen(host, port));
+//   service->set_address(transport.local_address());   // The owner address of new objects.
+//   ...
+//   service->stop();                                     // Before the transport goes.
+//
+// Failure: a client whose connection fails or closes loses its references and pins, and the
+// objects it had created but not sealed are aborted (their space comes back). A get of an
+// object whose owner node cannot be reached, or no longer has it, fails with NOT_FOUND or
+// UNAVAILABLE, which the client library raises as ObjectLostError; it never waits beyond its
+// timeout. A node that borrowed objects from this one and whose connection failed is dropped
+// as a borrower.
+//
+// Threads: every handler and callback runs on the transport's progress thread (work that
+// arrives elsewhere, such as deadlines and the store's spill thread, is posted there), so the
+// service's state needs no lock; stats() may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "halo/base/deadline_timer.h"
+#include "halo/base/ids.h"
+#include "halo/base/status.h"
+#include "halo/transport/rpc.h"
+#include "objstore/proto/objstore.pb.h"
+#include "objstore/service/object_fetcher.h"
+#include "objstore/service/peer_links.h"
+#include "objstore/service/ref_table.h"
+#include "objstore/service/store_config.h"
+#include "objstore/store/object_store.h"
+
+namespace halo::objstore {
+
+class StoreService {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // Creates the store (object_store_memory bytes; 0 = 30% of `node_memory_bytes`; its memory
+  // near `net_interface` unless config.numa_node says where), registers its segment with
+  // `transport`, and installs the handlers on `rpc`: call before listen.
+  static StatusOr<std::unique_ptr<StoreService>> start(
+      const StoreConfig& config, const NodeId& node_id, transport::Transport& transport,
+      transport::RpcNode& rpc, uint64_t node_memory_bytes, const std::string& net_interface);
+  ~StoreService();
+  StoreService(const StoreService&) = delete;
+  StoreService& operator=(const StoreService&) = delete;
+
+  // The node's transport address, once it listens: the owner address of objects created here.
+  void set_address(const std::string& address);
+  // Runs for every failed endpoint (wire it to the transport's failure handler).
+  void endpoint_failed(const transport::EndpointPtr& endpoint);
+  // Stops timers and the store's notifications and closes connections to peers; nothing is
+  // posted to the transport afterwards. Call before the transport is destroyed, and destroy
+  // the service after it (transfers in flight write into the segment until the transport has
+  // stopped). Idempotent.
+  void stop();
+
+  proto::StoreStatsResponse stats() const;
+  const ObjectStore& store() const { return *store_; }
+
+ private:
+  StoreService(const StoreConfig& config, const NodeId& node_id, transport::Transport& transport,
+               transport::RpcNode& rpc);
+  Status install_handlers();
+  void post(std::function<void()> fn);
+
+  // Client id of the caller's connection (its endpoint), registering it on first use.
+  ClientId client_of(const transport::EndpointPtr& peer);
+
+  // store.* handlers.
+  void handle_connect(const proto::StoreConnectRequest& request,
+                      transport::RpcResponder<proto::StoreConnectResponse> reply);
+  void handle_create(const proto::CreateRequest& request,
+                     transport::RpcResponder<proto::CreateResponse> reply);
+  void handle_seal(const proto::SealRequest& request,
+                   transport::RpcResponder<proto::SealResponse> reply);
+  void handle_put_inline(const proto::PutInlineRequest& request,
+                         transport::RpcResponder<proto::PutInlineResponse> reply);
+  void handle_get(const proto::GetRequest& request,
+                  transport::RpcResponder<proto::GetResponse> reply);
+  void handle_wait(const proto::WaitRequest& request,
+                   transport::RpcResponder<proto::WaitResponse> reply);
+  void handle_release(const proto::ReleaseRequest& request,
+                      transport::RpcResponder<proto::ReleaseResponse> reply);
+  void handle_add_refs(const proto::RefsRequest& request,
+                       transport::RpcResponder<proto::RefsResponse> reply);
+  void handle_remove_refs(const proto::RefsRequest& request,
+                          transport::RpcResponder<proto::RefsResponse> reply);
+  void handle_stats(const proto::StoreStatsRequest& request,
+                    transport::RpcResponder<proto::StoreStatsResponse> reply);
+  // peer.* handlers.
+  void handle_lookup(const proto::LookupRequest& request,
+                     transport::RpcResponder<proto::LookupResponse> reply);
+  void handle_pull(const proto::PullRequest& request,
+                   transport::RpcResponder<proto::PullResponse> reply);
+  void handle_borrow(const proto::BorrowRequest& request,
+                     transport::RpcResponder<proto::BorrowResponse> reply);
+  void handle_unborrow(const proto::BorrowRequest& request,
+                       transport::RpcResponder<proto::BorrowResponse> reply);
+
+  // Reserves room for a new object, waiting for space until `deadline` when the store is full
+  // now but the object could fit later.
+  void reserve(const ObjectId& id, uint64_t size, ClientId creator, CopyKind kind,
+               Clock::time_point deadline, std::function<void(StatusOr<Placement>)> done);
+  void retry_space_waiters();
+
+  // Pins `id` for `client` once it is sealed here: waits for a local creator to seal it,
+  // restores it from the spill folder, or fetches it from `owner_address` (when not this
+  // node). done() gets the placement or why not.
+  void pin_when_ready(const ObjectId& id, const std::string& owner_address, ClientId client,
+                      Clock::time_point deadline, std::function<void(StatusOr<Placement>)> done);
+  // Waits until `id` is sealed (or aborted) here.
+  void wait_for_seal(const ObjectId& id, Clock::time_point deadline,
+                     std::function<void(Status)> done);
+  void sealed(const ObjectId& id, const Status& outcome);
+
+  // A callback that runs once: with the result, or with DEADLINE_EXCEEDED at `deadline`.
+  uint64_t add_deadline(Clock::time_point deadline, std::function<void()> on_expired);
+  void cancel_deadline(uint64_t id);
+
+  void apply(RefActions actions);
+  void send_borrow(const RefSpec& ref, bool borrow);
+  void client_gone(ClientId client);
+
+  const StoreConfig config_;
+  const NodeId node_id_;
+  transport::Transport& transport_;
+  transport::RpcNode& rpc_;
+  std::unique_ptr<ObjectStore> store_;
+  std::unique_ptr<transport::MemoryRegion> region_;
+  std::shared_ptr<PeerLinks> links_;
+  std::unique_ptr<ObjectFetcher> fetcher_;
+  std::unique_ptr<RefTable> refs_;
+  std::string address_;
+  std::mutex post_mu_;
+  bool stopped_ = false;  // Under post_mu_: nothing is posted to the transport any more.
+
+  // Clients by endpoint id, and the objects each created and has not sealed yet.
+  std::unordered_map<uint64_t, ClientId> clients_;
+  std::unordered_map<ObjectId, ClientId> unsealed_;
+  // Nodes that borrow objects owned here, by the endpoint their borrow came on.
+  std::unordered_map<uint64_t, NodeId> borrower_endpoints_;
+
+  // Waiters for an object's seal, and puts waiting for room.
+  std::unordered_map<ObjectId, std::vector<std::function<void(Status)>>> seal_waiters_;
+  struct SpaceWaiter {
+    ObjectId id;
+    uint64_t size;
+    ClientId creator;
+    CopyKind kind;
+    uint64_t deadline_id;
+    std::function<void(StatusOr<Placement>)> done;
+  };
+  std::deque<std::shared_ptr<SpaceWaiter>> space_waiters_;
+
+  std::unordered_map<uint64_t, std::function<void()>> deadlines_;
+  uint64_t next_deadline_id_ = 1;
+  std::unique_ptr<DeadlineTimer> timer_;
+
+  std::atomic<uint64_t> clients_connected_{0};
+  std::atomic<uint64_t> referenced_{0};
+};
+
+}  // namespace halo::objstore

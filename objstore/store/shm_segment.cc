@@ -1,0 +1,299 @@
+#include "objstore/store/shm_segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hwloc.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <string_view>
+
+#include "halo/base/logging.h"
+#include "objstore/store/byte_count.h"
+
+namespace halo::objstore {
+namespace {
+
+constexpr char kMemfdName[] = "halo-object-store";
+// What readlink(2) of a descriptor of our memfd says ("/memfd:NAME (deleted)").
+constexpr std::string_view kMemfdLinkPrefix = "/memfd:halo-object-store";
+
+uint64_t page_size() { return static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)); }
+
+class Topology {
+ public:
+  Topology() = default;
+  ~Topology() {
+    if (topology_ != nullptr) hwloc_topology_destroy(topology_);
+  }
+  Topology(const Topology&) = delete;
+  Topology& operator=(const Topology&) = delete;
+
+  // Reads the machine; with `io`, also its PCI devices and their OS names (network
+  // interfaces), which costs a few milliseconds more.
+  Status load(bool io) {
+    if (hwloc_topology_init(&topology_) != 0) {
+      return internal_error("hwloc cannot initialize a topology");
+    }
+    if (io) hwloc_topology_set_io_types_filter(topology_, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+    if (hwloc_topology_load(topology_) != 0) {
+      return internal_error(str_cat("hwloc cannot read this machine's topology: ",
+                                    std::strerror(errno), "; pass --numa-node explicitly"));
+    }
+    return Status();
+  }
+  hwloc_topology_t get() const { return topology_; }
+
+ private:
+  hwloc_topology_t topology_ = nullptr;
+};
+
+class Bitmap {
+ public:
+  Bitmap() : bitmap_(hwloc_bitmap_alloc()) {}
+  ~Bitmap() { hwloc_bitmap_free(bitmap_); }
+  Bitmap(const Bitmap&) = delete;
+  Bitmap& operator=(const Bitmap&) = delete;
+  hwloc_bitmap_t get() const { return bitmap_; }
+
+ private:
+  hwloc_bitmap_t bitmap_;
+};
+
+// The NUMA node the segment goes to, or none, and why (for describe()).
+struct NumaChoice {
+  hwloc_obj_t node = nullptr;
+  std::string why;
+};
+
+// The first NUMA node (by OS index) in `nodeset`, or null.
+hwloc_obj_t first_numa_node(hwloc_topology_t topology, hwloc_const_nodeset_t nodeset) {
+  const int os_index = hwloc_bitmap_first(nodeset);
+  if (os_index < 0) return nullptr;
+  return hwloc_get_numanode_obj_by_os_index(topology, static_cast<unsigned>(os_index));
+}
+
+hwloc_obj_t nearest_numa_node_of_nic(hwloc_topology_t topology, const std::string& interface) {
+  for (hwloc_obj_t dev = hwloc_get_next_osdev(topology, nullptr); dev != nullptr;
+       dev = hwloc_get_next_osdev(topology, dev)) {
+    if (dev->name == nullptr || interface != dev->name) continue;
+    hwloc_obj_t ancestor = hwloc_get_non_io_ancestor_obj(topology, dev);
+    return ancestor == nullptr ? nullptr : first_numa_node(topology, ancestor->nodeset);
+  }
+  return nullptr;
+}
+
+StatusOr<NumaChoice> choose_numa_node(const Topology& topo, const SegmentOptions& options) {
+  hwloc_topology_t topology = topo.get();
+  const int nodes = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_NUMANODE);
+  if (options.numa_node >= 0) {
+    hwloc_obj_t node = hwloc_get_obj_by_type(topology, HWLOC_OBJ_NUMANODE,
+                                             static_cast<unsigned>(options.numa_node));
+    if (node == nullptr) {
+      return invalid_argument_error(
+          str_cat("--numa-node ", options.numa_node, ": this machine has ", nodes,
+                  " NUMA node(s), numbered 0 to ", nodes - 1,
+                  " (hwloc logical indexes, as "
+                  "`lstopo` shows them); pass one of those or -1 to choose automatically"));
+    }
+    return NumaChoice{node, "as requested"};
+  }
+  if (!options.net_interface.empty()) {
+    if (hwloc_obj_t node = nearest_numa_node_of_nic(topology, options.net_interface)) {
+      return NumaChoice{node, str_cat("nearest ", options.net_interface)};
+    }
+  }
+  if (nodes <= 1) return NumaChoice{nullptr, "one NUMA node"};
+  Bitmap cpus;
+  Bitmap nodeset;
+  if (hwloc_get_cpubind(topology, cpus.get(), HWLOC_CPUBIND_PROCESS) != 0) {
+    hwloc_bitmap_copy(cpus.get(), hwloc_topology_get_allowed_cpuset(topology));
+  }
+  hwloc_cpuset_to_nodeset(topology, cpus.get(), nodeset.get());
+  hwloc_obj_t node = first_numa_node(topology, nodeset.get());
+  if (node == nullptr) node = hwloc_get_obj_by_type(topology, HWLOC_OBJ_NUMANODE, 0);
+  return NumaChoice{node, "first of this process's CPUs"};
+}
+
+// Binds the pages of [data, data + size) to the chosen NUMA node before they are touched, so
+// that pre-faulting allocates them there. Returns the phrase for describe(); a refused binding
+// is a warning, a numa_node this machine lacks an error.
+StatusOr<std::string> bind_to_numa_node(const SegmentOptions& options, std::byte* data,
+                                        uint64_t size) {
+  Topology topo;
+  const bool io = options.numa_node < 0 && !options.net_interface.empty();
+  if (Status loaded = topo.load(io); !loaded.ok()) {
+    log::warn("object store: {}; the segment is not NUMA-bound", loaded);
+    return std::string("not NUMA-bound (no topology)");
+  }
+  HALO_ASSIGN_OR_RETURN(const NumaChoice choice, choose_numa_node(topo, options));
+  if (choice.node == nullptr) return str_cat("not NUMA-bound (", choice.why, ")");
+  const unsigned index = choice.node->logical_index;
+  if (hwloc_set_area_membind(topo.get(), data, size, choice.node->nodeset, HWLOC_MEMBIND_BIND,
+                             HWLOC_MEMBIND_BYNODESET) != 0) {
+    const int err = errno;
+    log::warn(
+        "object store: binding the {} segment to NUMA node {} ({}) was refused: {}; it stays "
+        "unbound, so objects may sit on a node far from the NIC and the CPUs",
+        format_bytes(size), index, choice.why, std::strerror(err));
+    return str_cat("not NUMA-bound (binding to node ", index, " refused: ", std::strerror(err),
+                   ")");
+  }
+  return str_cat("NUMA node ", index, " (", choice.why, ")");
+}
+
+Status prefault(std::byte* data, uint64_t size) {
+#ifdef MADV_POPULATE_WRITE
+  if (::madvise(data, size, MADV_POPULATE_WRITE) == 0) return Status();
+  const int err = errno;
+  if (err == ENOMEM || err == EFAULT) {
+    return resource_exhausted_error(str_cat("cannot pre-fault the ", format_bytes(size),
+                                            " object store: the machine has not "
+                                            "that much free memory; lower --object-store-memory"));
+  }
+  // EINVAL: a kernel older than 5.14, without MADV_POPULATE_WRITE; touch the pages instead.
+  if (err != EINVAL) return errno_error(err, "madvise(MADV_POPULATE_WRITE) of the object store");
+#endif
+  const uint64_t page = page_size();
+  auto* bytes = reinterpret_cast<volatile unsigned char*>(data);
+  for (uint64_t offset = 0; offset < size; offset += page) bytes[offset] = 0;
+  return Status();
+}
+
+std::string memlock_limit() {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return "unknown";
+  if (limit.rlim_cur == RLIM_INFINITY) return "unlimited";
+  return format_bytes(limit.rlim_cur);
+}
+
+// mlock(2); a refusal is a warning. Returns the phrase for describe().
+std::string lock(std::byte* data, uint64_t size) {
+  if (::mlock(data, size) == 0) return "locked";
+  const int err = errno;
+  const std::string limit = memlock_limit();
+  log::warn(
+      "object store: cannot lock the {} segment in memory (mlock: {}); RLIMIT_MEMLOCK is {}. "
+      "The store works, but the kernel may swap its pages out. To lock it, raise the limit for "
+      "halo-node: `ulimit -l unlimited` in the shell that starts it, `memlock` in "
+      "/etc/security/limits.conf, or LimitMEMLOCK=infinity in its systemd unit",
+      format_bytes(size), std::strerror(err), limit);
+  return str_cat("not locked: RLIMIT_MEMLOCK ", limit);
+}
+
+// True when `pid` no longer runs: no /proc entry, or a zombie waiting to be reaped.
+bool process_is_gone(pid_t pid) {
+  std::ifstream stat(str_cat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= line.size()) return false;
+  const char state = line[paren + 2];
+  return state == 'Z' || state == 'X';
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::create(const SegmentOptions& options) {
+  if (options.size_bytes == 0) {
+    return invalid_argument_error(
+        "the object store's size is 0: set --object-store-memory to the bytes of shared memory "
+        "the node may hold objects in");
+  }
+  const uint64_t page = page_size();
+  const uint64_t size = (options.size_bytes + page - 1) / page * page;
+  const int fd = ::memfd_create(kMemfdName, MFD_CLOEXEC);
+  if (fd < 0) return errno_error(errno, "memfd_create for the object store");
+  // From here on the segment owns fd (and later the mapping), whatever fails.
+  std::unique_ptr<ShmSegment> segment(new ShmSegment(fd, nullptr, size));
+  if (::fchmod(fd, 0600) != 0) return errno_error(errno, "fchmod 0600 of the object store memfd");
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    return errno_error(errno, str_cat("sizing the object store memfd to ", format_bytes(size)));
+  }
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) {
+    const int err = errno;
+    if (err == ENOMEM) {
+      return resource_exhausted_error(str_cat("cannot map a ", format_bytes(size),
+                                              " object store (mmap: ", std::strerror(err),
+                                              "); lower --object-store-memory"));
+    }
+    return errno_error(err, str_cat("mmap of the ", format_bytes(size), " object store"));
+  }
+  segment->data_ = static_cast<std::byte*>(data);
+
+  HALO_ASSIGN_OR_RETURN(const std::string numa, bind_to_numa_node(options, segment->data_, size));
+  if (options.prefault) HALO_RETURN_IF_ERROR(prefault(segment->data_, size));
+  const std::string locked =
+      options.lock_memory ? lock(segment->data_, size) : "not locked (lock_memory off)";
+  segment->description_ = str_cat(format_bytes(size), " memfd, ", numa, ", ", locked);
+  return segment;
+}
+
+StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::attach(pid_t owner_pid, int owner_fd,
+                                                         uint64_t size) {
+  if (owner_pid <= 0 || owner_fd < 0 || size == 0) {
+    return invalid_argument_error(str_cat("cannot attach to an object store given as pid ",
+                                          owner_pid, ", fd ", owner_fd, ", size ", size,
+                                          ": the node daemon's reply is malformed"));
+  }
+  const std::string path = str_cat("/proc/", owner_pid, "/fd/", owner_fd);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (process_is_gone(owner_pid)) {
+      return unavailable_error(str_cat("the node daemon (pid ", owner_pid,
+                                       ") that owns the object store is gone; reconnect to the "
+                                       "node once it is back"));
+    }
+    if (err == ENOENT) {
+      return not_found_error(str_cat("process ", owner_pid, " has no descriptor ", owner_fd, " (",
+                                     path,
+                                     "): it is not the object store's owner, or it "
+                                     "closed the segment"));
+    }
+    if (err == EACCES || err == EPERM) {
+      return permission_denied_error(
+          str_cat("may not open the object store of process ", owner_pid, " (", path,
+                  "): only processes of the node daemon's user can map it; run this client as "
+                  "the user that runs halo-node"));
+    }
+    return errno_error(err, str_cat("open ", path));
+  }
+  std::unique_ptr<ShmSegment> segment(new ShmSegment(fd, nullptr, size));
+
+  char link[256] = {};
+  const std::string own_path = str_cat("/proc/self/fd/", fd);
+  const ssize_t n = ::readlink(own_path.c_str(), link, sizeof(link) - 1);
+  if (n < 0 || std::string_view(link, static_cast<size_t>(n)).rfind(kMemfdLinkPrefix, 0) != 0) {
+    return invalid_argument_error(str_cat(path, " is ", n < 0 ? "unreadable" : link,
+                                          ", not halo's object store (", kMemfdLinkPrefix,
+                                          "): the node daemon sent a wrong descriptor"));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_error(errno, str_cat("fstat ", path));
+  if (static_cast<uint64_t>(st.st_size) != size) {
+    return invalid_argument_error(str_cat("the object store at ", path, " is ", st.st_size,
+                                          " bytes, but the client was told ", size,
+                                          ": the node daemon's reply does not match its segment"));
+  }
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) {
+    return errno_error(errno, str_cat("mmap of the ", format_bytes(size), " object store ", path));
+  }
+  segment->data_ = static_cast<std::byte*>(data);
+  segment->description_ =
+      str_cat(format_bytes(size), " memfd of pid ", owner_pid, " (fd ", owner_fd, "), attached");
+  return segment;
+}
+
+ShmSegment::~ShmSegment() {
+  if (data_ != nullptr) ::munmap(data_, size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace halo::objstore

@@ -1,0 +1,95 @@
+// The node's shared-memory segment: one memfd that holds every object of the node's store,
+// mapped by the node daemon (create) and by the clients on the same machine (attach).
+//
+//   SegmentOptions options;
+//   options.size_bytes = 1ull << 30;        // --object-store-memory
+//   options.net_interface = "ib0";          // bind near this NIC (numa_node = -1: auto)
+//   HALO_ASSIGN_OR_RETURN(std::unique_ptr<ShmSegment> segment, ShmSegment::create(options));
+//   log::info("object store: {}", segment->describe());  // "1.0 GiB memfd, NUMA node 1, locked"
+//   // Tell clients (getpid(), segment->fd(), segment->size()); a client on this machine then:
+//   HALO_ASSIGN_OR_RETURN(auto mapped, ShmSegment::attach(node_pid, node_fd, size));
+//   std::memcpy(mapped->data() + offset, bytes, n);
+//
+// Why a memfd and not a file in /dev/shm: a memfd has no name in any filesystem, so the memory
+// goes back to the kernel as soon as the last descriptor and mapping are gone. A node daemon
+// killed with SIGKILL (which halo does by design in its failure handling) can never leave a
+// stale multi-gigabyte file in /dev/shm that nobody removes.
+//
+// Access control: the memfd is created with mode 0600, and a client reaches it only through
+// /proc/<owner pid>/fd/<owner fd>, which the kernel lets a process open only when it may
+// ptrace-read the owner (same user, owner not marked non-dumpable) and the file mode allows it.
+// So only processes of the node daemon's user (and root) can map the store; clients must run
+// as that user.
+//
+// A ShmSegment is immutable after creation; data() may be read and written from any thread
+// (what is written where is the object store's business). The destructor unmaps and closes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "halo/base/status.h"
+
+namespace halo::objstore {
+
+struct SegmentOptions {
+  // Bytes of shared memory; rounded up to the page size. ObjectStore sets it from
+  // StoreOptions::capacity_bytes.
+  uint64_t size_bytes = 0;
+  // hwloc logical index of the NUMA node to bind the memory to (--numa-node). -1: automatic:
+  // the NUMA node nearest `net_interface` when hwloc's I/O discovery finds it; else no binding
+  // on a machine with one NUMA node; else the first NUMA node of the process's CPU binding.
+  int numa_node = -1;
+  // Network interface the transport uses ("ib0", "eth0"); only read when numa_node is -1.
+  std::string net_interface;
+  // Touch every page now (MADV_POPULATE_WRITE, else one write per page), so that the first
+  // put does not pay for page faults and the memory is known to exist.
+  bool prefault = true;
+  // mlock(2) the segment so it is never swapped out (and RDMA registration does not pin pages
+  // one by one). Refused by RLIMIT_MEMLOCK: a warning, not a failure.
+  bool lock_memory = true;
+};
+
+class ShmSegment {
+ public:
+  // Creates, sizes, maps, binds, pre-faults and locks a segment as `options` say. Errors:
+  // INVALID_ARGUMENT for size 0 or a numa_node this machine does not have; RESOURCE_EXHAUSTED
+  // when the memory cannot be reserved or pre-faulted (the message names the size and
+  // --object-store-memory); other system errors with the call that failed. A refused NUMA
+  // binding or mlock is logged as a warning and shows in describe().
+  static StatusOr<std::unique_ptr<ShmSegment>> create(const SegmentOptions& options);
+
+  // Maps the segment that process `owner_pid` holds as descriptor `owner_fd`, `size` bytes
+  // long (its size(), as the owner told the client). Errors: UNAVAILABLE when the owner is
+  // gone; NOT_FOUND when it has no such descriptor; PERMISSION_DENIED when the owner runs as
+  // another user; INVALID_ARGUMENT when the descriptor is not a halo object store or its size
+  // is not `size`.
+  static StatusOr<std::unique_ptr<ShmSegment>> attach(pid_t owner_pid, int owner_fd, uint64_t size);
+
+  ~ShmSegment();
+  ShmSegment(const ShmSegment&) = delete;
+  ShmSegment& operator=(const ShmSegment&) = delete;
+
+  std::byte* data() const { return data_; }
+  // Bytes mapped: the requested size rounded up to the page size.
+  uint64_t size() const { return size_; }
+  // The memfd (this process's descriptor); what clients pass to attach() with this pid.
+  int fd() const { return fd_; }
+  // One line for logs and status: "1.0 GiB memfd, NUMA node 0, locked",
+  // "1.0 GiB memfd, not NUMA-bound (one NUMA node), not locked: RLIMIT_MEMLOCK 8.0 MiB".
+  const std::string& describe() const { return description_; }
+
+ private:
+  ShmSegment(int fd, std::byte* data, uint64_t size) : fd_(fd), data_(data), size_(size) {}
+
+  int fd_ = -1;
+  std::byte* data_ = nullptr;
+  uint64_t size_ = 0;
+  std::string description_;
+};
+
+}  // namespace halo::objstore

@@ -1,0 +1,189 @@
+// A halo client program for the object store tests: each command is one thing a driver does,
+// so that tests can run clients on several nodes (and kill them) while the test itself stays
+// out of the cluster. It joins the cluster named by HALO_ADDRESS / HALO_SECRET_FILE /
+// HALO_NODE_ADDRESS, or starts an embedded one when HALO_ADDRESS is unset.
+//
+//   objstore_tool put SIZE SEED        prints "REF <ref hex> <checksum>", holds the reference
+//                                       until its stdin closes
+//   objstore_tool get REF SUM TIMEOUT_MS [hold]   prints "OK <size>", "LOST ...",
+//                                       "TIMEOUT ..." or "BADSUM <got>"; with `hold`, keeps
+//                                       the reference until its stdin closes
+//   objstore_tool hang-create SIZE      reserves an object, prints "CREATED", never seals
+//   objstore_tool stats                 prints "STATS used=<bytes> objects=<n> referenced=<n>"
+//   objstore_tool roundtrip SIZE...     embedded or joined: puts and gets each size, checks it,
+//                                       then checks values of several C++ types; "ROUNDTRIP OK"
+//   objstore_tool too-big SIZE          prints "FULL <message>" when the put is refused
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "halo/halo.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<uint8_t> pattern(size_t size, uint64_t seed) {
+  std::vector<uint8_t> data(size);
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < size; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    data[i] = static_cast<uint8_t>(x);
+  }
+  return data;
+}
+
+uint64_t checksum(std::span<const uint8_t> bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint8_t b : bytes) h = (h ^ b) * 0x100000001b3ull;
+  return h ^ bytes.size();
+}
+
+std::string to_hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  }
+  return out;
+}
+
+struct Params {
+  int iterations = 0;
+  double tolerance = 0;
+};
+
+int roundtrip(const std::vector<size_t>& sizes) {
+  for (size_t size : sizes) {
+    auto data = pattern(size, size);
+    auto ref = halo::put(data);
+    auto view = halo::get(ref, 60s);
+    if (view.size() != size || checksum(view.span()) != checksum(data)) {
+      std::printf("ROUNDTRIP FAILED at %zu bytes\n", size);
+      return 1;
+    }
+  }
+  auto p = halo::get(halo::put(Params{7, 0.5}));
+  std::map<std::string, std::vector<int>> m = {{"a", {1, 2}}, {"b", {}}};
+  auto mv = halo::get(halo::put(m));
+  auto s = halo::get(halo::put(std::string("halo")));
+  if (p->iterations != 7 || p->tolerance != 0.5 || *mv != m || s.value() != "halo") {
+    std::printf("ROUNDTRIP FAILED on typed values\n");
+    return 1;
+  }
+  try {
+    auto wrong = halo::ObjectRef<double>::from_binary(halo::put(int64_t{5}).binary());
+    halo::get(wrong);
+    std::printf("ROUNDTRIP FAILED: a get of the wrong type succeeded\n");
+    return 1;
+  } catch (const halo::Error&) {
+  }
+  std::printf("ROUNDTRIP OK\n");
+  return 0;
+}
+
+void hold_until_stdin_closes() {
+  char c;
+  while (::read(0, &c, 1) > 0) {
+  }
+}
+
+int run(int argc, char** argv) {
+  const std::string cmd = argc > 1 ? argv[1] : "";
+  if (cmd == "put" && argc == 4) {
+    auto data = pattern(std::stoull(argv[2]), std::stoull(argv[3]));
+    auto ref = halo::put(data);
+    std::printf("REF %s %llu\n", to_hex(ref.binary()).c_str(),
+                static_cast<unsigned long long>(checksum(data)));
+    std::fflush(stdout);
+    hold_until_stdin_closes();
+    return 0;
+  }
+  if (cmd == "get" && (argc == 5 || argc == 6)) {
+    auto ref = halo::ObjectRef<std::vector<uint8_t>>::from_binary(from_hex(argv[2]));
+    try {
+      auto view = halo::get(ref, std::chrono::milliseconds(std::stoll(argv[4])));
+      const uint64_t sum = checksum(view.span());
+      if (std::to_string(sum) != argv[3]) {
+        std::printf("BADSUM %llu\n", static_cast<unsigned long long>(sum));
+        return 1;
+      }
+      std::printf("OK %zu\n", view.size());
+      std::fflush(stdout);
+      if (argc == 6) hold_until_stdin_closes();
+    } catch (const halo::ObjectLostError& e) {
+      std::printf("LOST %s\n", e.what());
+    } catch (const halo::GetTimeoutError& e) {
+      std::printf("TIMEOUT %s\n", e.what());
+    }
+    return 0;
+  }
+  if (cmd == "hang-create" && argc == 3) {
+    halo::internal::put_object(std::stoull(argv[2]),
+                               [](std::span<std::byte>) {
+                                 std::printf("CREATED\n");
+                                 std::fflush(stdout);
+                                 for (;;) ::pause();
+                               },
+                               {});
+    return 1;
+  }
+  if (cmd == "stats") {
+    halo::StoreInfo info = halo::store_info();
+    std::printf("STATS used=%llu objects=%llu referenced=%llu\n",
+                static_cast<unsigned long long>(info.used_bytes),
+                static_cast<unsigned long long>(info.objects),
+                static_cast<unsigned long long>(info.referenced_objects));
+    return 0;
+  }
+  if (cmd == "roundtrip") {
+    std::vector<size_t> sizes;
+    for (int i = 2; i < argc; ++i) sizes.push_back(std::stoull(argv[i]));
+    return roundtrip(sizes);
+  }
+  if (cmd == "too-big" && argc == 3) {
+    try {
+      halo::put(std::vector<uint8_t>(std::stoull(argv[2])), {.timeout = 0ms});
+      std::printf("STORED\n");
+    } catch (const halo::ObjectStoreFullError& e) {
+      std::printf("FULL %s\n", e.what());
+    }
+    return 0;
+  }
+  std::fprintf(stderr, "usage: see the comment at the top of objstore_tool.cc\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    halo::init();
+    int code = run(argc, argv);
+    std::fflush(stdout);
+    halo::shutdown();
+    return code;
+  } catch (const std::exception& e) {
+    std::printf("ERROR %s\n", e.what());
+    std::fflush(stdout);
+    return 1;
+  }
+}
