@@ -217,6 +217,10 @@ RefState::~RefState() {
   if (ClientRuntime* rt = current.load(std::memory_order_acquire)) rt->release(id_);
 }
 
+PinToken::~PinToken() {
+  if (ClientRuntime* rt = current.load(std::memory_order_acquire)) rt->unpin(id);
+}
+
 std::shared_ptr<RefState> put_object(size_t size,
                                      const std::function<void(std::span<std::byte>)>& write,
                                      const PutParams& params) {
@@ -225,8 +229,8 @@ std::shared_ptr<RefState> put_object(size_t size,
   return std::move(*ref);
 }
 
-std::vector<std::span<const std::byte>> get_objects(const std::vector<const RefState*>& refs,
-                                                    std::chrono::milliseconds timeout) {
+std::vector<PinnedObject> get_objects(const std::vector<const RefState*>& refs,
+                                      std::chrono::milliseconds timeout) {
   auto objects = runtime().get(refs, timeout);
   if (!objects.ok()) raise(objects.status());
   return std::move(*objects);

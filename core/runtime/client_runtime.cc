@@ -145,18 +145,20 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
   return std::make_shared<RefState>(id, node_address_);
 }
 
-StatusOr<std::vector<std::span<const std::byte>>> ClientRuntime::get(
-    const std::vector<const RefState*>& refs, std::chrono::milliseconds timeout) {
-  std::vector<std::span<const std::byte>> out(refs.size());
+StatusOr<std::vector<PinnedObject>> ClientRuntime::get(const std::vector<const RefState*>& refs,
+                                                       std::chrono::milliseconds timeout) {
+  std::vector<PinnedObject> out(refs.size());
   objstore::proto::GetRequest request;
   std::vector<size_t> missing;
   {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < refs.size(); ++i) {
       auto it = entries_.find(refs[i]->id());
-      if (it != entries_.end() && it->second.bytes) {
-        out[i] = *it->second.bytes;
-        continue;
+      if (it != entries_.end()) {
+        if (auto pin = it->second.pin.lock()) {
+          out[i] = {it->second.bytes, std::move(pin)};
+          continue;
+        }
       }
       missing.push_back(i);
       *request.add_refs() = ref_proto(*refs[i]);
@@ -170,6 +172,14 @@ StatusOr<std::vector<std::span<const std::byte>>> ClientRuntime::get(
   if (response.objects_size() != static_cast<int>(missing.size())) {
     return internal_error(str_cat("the node answered a get of ", missing.size(), " objects with ",
                                   response.objects_size()));
+  }
+  // Every object the node pinned gets its token before any error is returned, so that no pin
+  // is left behind.
+  std::vector<std::shared_ptr<PinToken>> pins(missing.size());
+  for (size_t k = 0; k < missing.size(); ++k) {
+    if (response.objects(static_cast<int>(k)).code() == 0) {
+      pins[k] = std::make_shared<PinToken>(refs[missing[k]]->id());
+    }
   }
   std::lock_guard lock(mu_);
   for (size_t k = 0; k < missing.size(); ++k) {
@@ -185,8 +195,10 @@ StatusOr<std::vector<std::span<const std::byte>>> ClientRuntime::get(
           str_cat("the node placed object ", ref.id().to_hex(), " outside its segment"));
     }
     std::span<const std::byte> bytes(segment_->data() + location.offset(), location.size());
-    out[missing[k]] = bytes;
-    entries_[ref.id()].bytes = bytes;
+    out[missing[k]] = {bytes, pins[k]};
+    Entry& e = entries_[ref.id()];
+    e.pin = pins[k];
+    e.bytes = bytes;
   }
   return out;
 }
@@ -249,6 +261,13 @@ void ClientRuntime::release(const ObjectId& id) {
   // Nobody waits for the answer: the node frees what nobody references.
   rpc_->client().call<objstore::proto::RefsRequest, objstore::proto::RefsResponse>(
       node_, "store.remove_refs", request, 30s, [](StatusOr<objstore::proto::RefsResponse>) {});
+}
+
+void ClientRuntime::unpin(const ObjectId& id) {
+  objstore::proto::ReleaseRequest request;
+  request.add_object_ids(id.binary());
+  rpc_->client().call<objstore::proto::ReleaseRequest, objstore::proto::ReleaseResponse>(
+      node_, "store.release", request, 30s, [](StatusOr<objstore::proto::ReleaseResponse>) {});
 }
 
 StatusOr<objstore::proto::StoreStatsResponse> ClientRuntime::stats() {

@@ -4,13 +4,13 @@
 //
 // Puts of at most the node's max_inline_bytes travel in one message (store.put_inline); larger
 // ones reserve room (store.create), are written in place by the caller, then sealed. A get of
-// an object this process already reads is answered from its own table (the node keeps the
-// object pinned for the process while it holds a reference); otherwise the node pins it,
-// fetching it from its owner node first.
+// an object this process is reading (a view of it exists) is answered from its own table;
+// otherwise the node pins it, fetching it from its owner node first.
 //
 // Reference counting: the process counts its references per object and tells its node about
 // the first (store.add_refs; a put counts as one) and the last (store.remove_refs, which also
-// unpins).
+// unpins). Pins: the node keeps an object pinned for the process while views of it exist
+// (PinToken); a copy fetched from another node that nobody here reads may then be evicted.
 #pragma once
 
 #include <sys/types.h>
@@ -36,6 +36,16 @@
 
 namespace halo::internal {
 
+// One pin the node holds for this process (one store.get answer for one object); released
+// (store.release) when the last view sharing it goes.
+struct PinToken {
+  explicit PinToken(const ObjectId& object) : id(object) {}
+  ~PinToken();
+  PinToken(const PinToken&) = delete;
+  PinToken& operator=(const PinToken&) = delete;
+  ObjectId id;
+};
+
 struct ClientOptions {
   std::string node_address;  // Transport address of the node daemon on this machine.
   std::string secret;        // The cluster secret.
@@ -53,13 +63,15 @@ class ClientRuntime {
   StatusOr<std::shared_ptr<RefState>> put(size_t size,
                                           const std::function<void(std::span<std::byte>)>& write,
                                           const PutParams& params);
-  StatusOr<std::vector<std::span<const std::byte>>> get(const std::vector<const RefState*>& refs,
-                                                        std::chrono::milliseconds timeout);
+  StatusOr<std::vector<PinnedObject>> get(const std::vector<const RefState*>& refs,
+                                          std::chrono::milliseconds timeout);
   StatusOr<std::vector<bool>> wait(const std::vector<const RefState*>& refs, size_t num_ready,
                                    std::chrono::milliseconds timeout);
   StatusOr<std::shared_ptr<RefState>> adopt(const ObjectId& id, const std::string& owner);
   // A RefState was destroyed.
   void release(const ObjectId& id);
+  // A PinToken was destroyed: the node may unpin the object for this process.
+  void unpin(const ObjectId& id);
   StatusOr<objstore::proto::StoreStatsResponse> stats();
 
   const std::string& node_address() const { return node_address_; }
@@ -75,7 +87,9 @@ class ClientRuntime {
   struct Entry {
     uint64_t refs = 0;
     std::string owner;
-    std::optional<std::span<const std::byte>> bytes;  // Pinned for this process.
+    // While views of the object exist: its bytes, and the token they share.
+    std::weak_ptr<PinToken> pin;
+    std::span<const std::byte> bytes;
   };
 
   const ClientOptions options_;

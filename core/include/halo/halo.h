@@ -74,7 +74,7 @@ ObjectView<T> get(const ObjectRef<T>& ref,
                   std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) {
   if (ref.empty()) throw Error("halo::get of an empty ObjectRef");
   auto objects = internal::get_objects({ref.state()}, timeout);
-  return make_view(ref, objects.front());
+  return make_view(ref, std::move(objects.front()));
 }
 
 // Several at once (fetched concurrently).
@@ -90,7 +90,9 @@ std::vector<ObjectView<T>> get(const std::vector<ObjectRef<T>>& refs,
   auto objects = internal::get_objects(states, timeout);
   std::vector<ObjectView<T>> views;
   views.reserve(refs.size());
-  for (size_t i = 0; i < refs.size(); ++i) views.push_back(make_view(refs[i], objects[i]));
+  for (size_t i = 0; i < refs.size(); ++i) {
+    views.push_back(make_view(refs[i], std::move(objects[i])));
+  }
   return views;
 }
 

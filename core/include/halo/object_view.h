@@ -1,6 +1,7 @@
 // What halo::get returns: the value of an object, read in place in the node's shared memory
 // when its type allows (no copy), decoded once otherwise. It keeps the object alive (it holds a
-// reference) for as long as it exists.
+// reference) and in memory (the node keeps it pinned) for as long as it exists; hold views
+// only while you read, and keep the ObjectRef instead.
 //
 //   halo::ObjectView<std::vector<double>> v = halo::get(ref);
 //   double first = v[0];                      // Reads the store directly.
@@ -77,30 +78,33 @@ class ObjectView {
   }
   operator T() const { return value(); }  // NOLINT(google-explicit-constructor)
 
-  // The object's payload bytes in the store.
+  // The object's payload bytes in the store (empty for a value decoded through cereal).
   std::span<const std::byte> bytes() const { return payload_; }
   const ObjectRef<T>& ref() const { return ref_; }
 
  private:
   template <typename U>
-  friend ObjectView<U> make_view(ObjectRef<U> ref, std::span<const std::byte> object);
-  ObjectView(ObjectRef<T> ref, std::span<const std::byte> payload)
-      : ref_(std::move(ref)), payload_(payload) {
+  friend ObjectView<U> make_view(ObjectRef<U> ref, internal::PinnedObject object);
+  ObjectView(ObjectRef<T> ref, std::span<const std::byte> payload, std::shared_ptr<const void> pin)
+      : ref_(std::move(ref)), payload_(payload), pin_(std::move(pin)) {
     if constexpr (internal::encoding_of<T>() == internal::Encoding::kSerialized) {
       decoded_ = std::make_shared<const T>(internal::decode_serialized<T>(payload_));
+      pin_.reset();  // A decoded copy needs the store's bytes no longer.
+      payload_ = {};
     }
   }
 
   ObjectRef<T> ref_;
   std::span<const std::byte> payload_;
+  std::shared_ptr<const void> pin_;
   std::shared_ptr<const T> decoded_;  // kSerialized only.
 };
 
 template <typename T>
-ObjectView<T> make_view(ObjectRef<T> ref, std::span<const std::byte> object) {
+ObjectView<T> make_view(ObjectRef<T> ref, internal::PinnedObject object) {
   std::span<const std::byte> payload =
-      internal::checked_payload(object, internal::header_of<T>(), ref.id().to_hex());
-  return ObjectView<T>(std::move(ref), payload);
+      internal::checked_payload(object.bytes, internal::header_of<T>(), ref.id().to_hex());
+  return ObjectView<T>(std::move(ref), payload, std::move(object.pin));
 }
 
 }  // namespace halo

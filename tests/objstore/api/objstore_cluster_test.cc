@@ -8,8 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/gcs/node/local_cluster.h"
-#include "tests/objstore/api/store_client.h"
+#include "tests/objstore/api/loopback_store_cluster.h"
 #include "tests/support/wait_for.h"
 
 namespace halo::test {
@@ -17,45 +16,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr uint64_t kStoreBytes = 96ull << 20;
+constexpr uint64_t kStoreBytes = LoopbackStoreCluster::kStoreBytes;
 
-class ObjectStoreCluster : public ::testing::Test {
- protected:
-  // A GCS and `n` nodes on 127.0.0.1, each with a store of kStoreBytes (unless `store_flag`).
-  void start(int n, std::vector<std::string> node_flags = {}) {
-    auto gcs = GcsChild::start(dir_.path(), fast_health_checks());
-    ASSERT_TRUE(gcs.ok()) << gcs.status();
-    gcs_ = std::move(*gcs);
-    for (int i = 0; i < n; ++i) {
-      const std::string state = dir_.path() + "/node" + std::to_string(i) + ".json";
-      std::vector<std::string> flags = node_flags;
-      flags.push_back("--object-store-memory=" + std::to_string(kStoreBytes));
-      auto node = spawn_node(gcs_->address(), gcs_->secret_file(), state, flags,
-                             "node" + std::to_string(i));
-      ASSERT_TRUE(node.ok()) << node.status();
-      nodes_.push_back(std::make_unique<ChildProcess>(std::move(*node)));
-      auto alive = wait_for_node_state(state, "alive", 30s);
-      ASSERT_TRUE(alive.ok()) << alive.status();
-      addresses_.push_back(alive->address);
-    }
-  }
-
-  // A client of node `i`.
-  StoreClient on(int i) const {
-    return StoreClient(
-        [](std::vector<std::string> argv, ChildOptions options) {
-          return ChildProcess::spawn(std::move(argv), std::move(options));
-        },
-        {"HALO_ADDRESS=" + gcs_->address(), "HALO_SECRET_FILE=" + gcs_->secret_file(),
-         "HALO_NODE_ADDRESS=" + addresses_[i]},
-        "client@node" + std::to_string(i));
-  }
-
-  TempDir dir_;
-  std::unique_ptr<GcsChild> gcs_;
-  std::vector<std::unique_ptr<ChildProcess>> nodes_;
-  std::vector<std::string> addresses_;
-};
+using ObjectStoreCluster = LoopbackStoreCluster;
 
 TEST_F(ObjectStoreCluster, ValuesOfEverySizeAndTypeRoundTripOnOneNode) {
   start(1);
@@ -142,6 +105,50 @@ TEST_F(ObjectStoreCluster, ReferenceHeldOnAnotherNodeKeepsTheObjectAliveAfterIts
       << "node 0 still references " << on(0).usage().second << " objects";
 }
 
+TEST_F(ObjectStoreCluster, FullStoreSpillsOlderObjectsAndRestoresThemIntactOnGet) {
+  start(1, {"--spill-dir=" + dir_.path() + "/spill"});
+  // Five objects of a quarter of the store, all referenced: the last ones fit only after
+  // older ones went to the spill folder.
+  std::vector<StoreClient::Put> puts;
+  for (uint64_t i = 0; i < 5; ++i) puts.push_back(on(0).put(kStoreBytes / 4, 100 + i));
+  const std::string stats = on(0).run({"stats"}, "STATS ");
+  EXPECT_EQ(stats.find("spilled=0"), std::string::npos) << "nothing was spilled: " << stats;
+  for (const auto& p : puts) {
+    EXPECT_EQ(on(0).run({"get", p.ref, p.sum, "30000"}, "OK "),
+              "OK " + std::to_string(kStoreBytes / 4));
+  }
+}
+
+TEST_F(ObjectStoreCluster, CopiesNobodyReadsAreEvictedForNewOnesAndFetchedAgainWhenNeeded) {
+  // Node 1's store holds two of the three objects put on node 0. A client on node 1 reads them
+  // one after the other, keeping its references but not its views: the third copy fits only
+  // once the first is evicted, and the first is fetched again for the second read.
+  constexpr uint64_t kObject = kStoreBytes * 3 / 10;
+  start(2, {}, {kStoreBytes, kObject * 5 / 2});
+  std::vector<StoreClient::Put> puts;
+  std::vector<std::string> args = {"read-all"};
+  for (uint64_t i = 0; i < 3; ++i) {
+    puts.push_back(on(0).put(kObject, 50 + i));
+    args.push_back(puts.back().ref);
+    args.push_back(puts.back().sum);
+  }
+  const std::string line = on(1).run(args, "READ-ALL ");
+  EXPECT_EQ(line.rfind("READ-ALL OK", 0), 0u) << line;
+  EXPECT_EQ(line.find("evictions=0"), std::string::npos) << "nothing was evicted: " << line;
+}
+
+TEST_F(ObjectStoreCluster, PutIntoAFullStoreWaitsForRoomAndSucceedsWhenSomeIsFreed) {
+  start(1);
+  StoreClient::Put first = on(0).put(kStoreBytes * 3 / 5, 1);
+  auto waiting = on(0).start({"put", std::to_string(kStoreBytes * 3 / 5), "2"},
+                             /*pipe_stdin=*/true);
+  ASSERT_TRUE(waiting.ok()) << waiting.status();
+  EXPECT_FALSE(waiting->wait_for_line("REF ", 1s).ok()) << "it cannot fit yet";
+  first.release();
+  auto stored = waiting->wait_for_line("REF ", 30s);
+  EXPECT_TRUE(stored.ok()) << stored.status() << "\n" << waiting->output_text();
+}
+
 TEST_F(ObjectStoreCluster, PutLargerThanTheStoreFailsAtOnceWithAClearError) {
   start(1);
   std::string line = on(0).run({"too-big", std::to_string(kStoreBytes + 1)}, "FULL ", 30s);
@@ -153,7 +160,8 @@ TEST_F(ObjectStoreCluster, EmbeddedClusterStartsRoundTripsAndLeavesNothingBehind
   options.env = {"HALO_ADDRESS=", "HALO_NUM_NODES=2", "HALO_TEMP_DIR=" + dir_.path(),
                  "HALO_OBJECT_STORE_MEMORY=" + std::to_string(kStoreBytes)};
   options.echo_label = "embedded";
-  auto c = ChildProcess::spawn({HALO_OBJSTORE_TOOL, "roundtrip", "0", "100", "1048576"}, options);
+  auto c =
+      ChildProcess::spawn({StoreClient::program(), "roundtrip", "0", "100", "1048576"}, options);
   ASSERT_TRUE(c.ok()) << c.status();
   auto line = c->wait_for_line("ROUNDTRIP", 90s);
   ASSERT_TRUE(line.ok()) << line.status() << "\n" << c->output_text();

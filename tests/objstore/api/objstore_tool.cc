@@ -9,10 +9,14 @@
 //                                       "TIMEOUT ..." or "BADSUM <got>"; with `hold`, keeps
 //                                       the reference until its stdin closes
 //   objstore_tool hang-create SIZE      reserves an object, prints "CREATED", never seals
-//   objstore_tool stats                 prints "STATS used=<bytes> objects=<n> referenced=<n>"
+//   objstore_tool stats                 prints "STATS used=<bytes> objects=<n> referenced=<n>
+//                                       spilled=<n>"
 //   objstore_tool roundtrip SIZE...     embedded or joined: puts and gets each size, checks it,
 //                                       then checks values of several C++ types; "ROUNDTRIP OK"
 //   objstore_tool too-big SIZE          prints "FULL <message>" when the put is refused
+//   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
+//                                       its view, then reads the first again; prints
+//                                       "READ-ALL OK evictions=<n on this node>"
 #include <unistd.h>
 
 #include <chrono>
@@ -148,10 +152,11 @@ int run(int argc, char** argv) {
   }
   if (cmd == "stats") {
     halo::StoreInfo info = halo::store_info();
-    std::printf("STATS used=%llu objects=%llu referenced=%llu\n",
+    std::printf("STATS used=%llu objects=%llu referenced=%llu spilled=%llu\n",
                 static_cast<unsigned long long>(info.used_bytes),
                 static_cast<unsigned long long>(info.objects),
-                static_cast<unsigned long long>(info.referenced_objects));
+                static_cast<unsigned long long>(info.referenced_objects),
+                static_cast<unsigned long long>(info.spilled_objects));
     return 0;
   }
   if (cmd == "roundtrip") {
@@ -166,6 +171,26 @@ int run(int argc, char** argv) {
     } catch (const halo::ObjectStoreFullError& e) {
       std::printf("FULL %s\n", e.what());
     }
+    return 0;
+  }
+  if (cmd == "read-all" && argc >= 4 && argc % 2 == 0) {
+    std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
+    std::vector<std::string> sums;
+    for (int i = 2; i + 1 < argc; i += 2) {
+      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_binary(from_hex(argv[i])));
+      sums.push_back(argv[i + 1]);
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t i = 0; i < (pass == 0 ? refs.size() : 1); ++i) {
+        auto view = halo::get(refs[i], 60s);
+        if (std::to_string(checksum(view.span())) != sums[i]) {
+          std::printf("BADSUM object %zu\n", i);
+          return 1;
+        }
+      }
+    }
+    std::printf("READ-ALL OK evictions=%llu\n",
+                static_cast<unsigned long long>(halo::store_info().evictions));
     return 0;
   }
   std::fprintf(stderr, "usage: see the comment at the top of objstore_tool.cc\n");

@@ -4,6 +4,8 @@
 
 namespace halo::test {
 
+std::string StoreClient::program() { return HALO_OBJSTORE_TOOL; }
+
 StatusOr<ChildProcess> StoreClient::start(std::vector<std::string> args, bool pipe_stdin) const {
   std::vector<std::string> argv = {HALO_OBJSTORE_TOOL};
   for (auto& a : args) argv.push_back(std::move(a));

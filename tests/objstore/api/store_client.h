@@ -29,6 +29,9 @@ class StoreClient {
   StoreClient(Spawn spawn, std::vector<std::string> env, std::string label)
       : spawn_(std::move(spawn)), env_(std::move(env)), label_(std::move(label)) {}
 
+  // The path of objstore_tool.
+  static std::string program();
+
   // objstore_tool with `args`, running.
   StatusOr<ChildProcess> start(std::vector<std::string> args, bool pipe_stdin = false) const;
   // Runs objstore_tool to the line starting with `prefix` and returns it ("" after a failed

@@ -45,10 +45,17 @@ struct PutParams {
 std::shared_ptr<RefState> put_object(size_t size,
                                      const std::function<void(std::span<std::byte>)>& write,
                                      const PutParams& params);
-// The bytes of each object (pinned while the process holds a reference), fetched from other
-// nodes as needed. Throws GetTimeoutError after `timeout` (negative: wait for ever).
-std::vector<std::span<const std::byte>> get_objects(const std::vector<const RefState*>& refs,
-                                                    std::chrono::milliseconds timeout);
+// An object's bytes in the node's store, and what keeps them there: the node keeps the object
+// pinned for this process while any `pin` of it lives (an unpinned copy fetched from another
+// node may be evicted when room is needed; it is fetched again on the next get).
+struct PinnedObject {
+  std::span<const std::byte> bytes;
+  std::shared_ptr<const void> pin;
+};
+// The bytes of each object, fetched from other nodes as needed. Throws GetTimeoutError after
+// `timeout` (negative: wait for ever).
+std::vector<PinnedObject> get_objects(const std::vector<const RefState*>& refs,
+                                      std::chrono::milliseconds timeout);
 // Which objects are ready, once `num_ready` are or at the timeout.
 std::vector<bool> wait_objects(const std::vector<const RefState*>& refs, size_t num_ready,
                                std::chrono::milliseconds timeout);
