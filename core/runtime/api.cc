@@ -30,6 +30,7 @@ using internal::ClientRuntime;
 // The process's state between init() and shutdown().
 struct Process {
   std::mutex mu;
+  std::string secret_file;  // Of the cluster joined or started.
   std::unique_ptr<launcher::LocalCluster> cluster;  // An embedded cluster, if init started one.
   std::unique_ptr<ClientRuntime> runtime;
 };
@@ -93,9 +94,10 @@ std::set<std::string> local_hosts() {
   return hosts;
 }
 
-// The first ALIVE node of the cluster on this machine.
-StatusOr<std::string> local_node_of(const std::string& gcs_address, const std::string& secret,
-                                    const transport::TransportConfig& transport) {
+// The node table of the GCS at `gcs_address`.
+StatusOr<gcs::proto::GetNodesResponse> nodes_of(const std::string& gcs_address,
+                                                const std::string& secret,
+                                                const transport::TransportConfig& transport) {
   gcs::GcsClientOptions options;
   options.address = gcs_address;
   options.cluster_secret = secret;
@@ -103,9 +105,14 @@ StatusOr<std::string> local_node_of(const std::string& gcs_address, const std::s
   options.reconnect_timeout = std::chrono::seconds(10);
   HALO_ASSIGN_OR_RETURN(auto client, gcs::GcsClient::create(std::move(options)));
   HALO_RETURN_IF_ERROR(client->connect());
-  HALO_ASSIGN_OR_RETURN(auto nodes,
-                        (client->call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
-                            "gcs.get_nodes", gcs::proto::GetNodesRequest())));
+  return client->call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
+      "gcs.get_nodes", gcs::proto::GetNodesRequest());
+}
+
+// The first ALIVE node of the cluster on this machine.
+StatusOr<std::string> local_node_of(const std::string& gcs_address, const std::string& secret,
+                                    const transport::TransportConfig& transport) {
+  HALO_ASSIGN_OR_RETURN(auto nodes, nodes_of(gcs_address, secret, transport));
   const std::set<std::string> hosts = local_hosts();
   for (const auto& node : nodes.nodes()) {
     if (node.state() == gcs::proto::ALIVE && hosts.contains(host_of(node.address()))) {
@@ -144,7 +151,8 @@ Status init_locked(Process& p, const InitOptions& options) {
     }
     client.node_address = p.cluster->nodes().front().address;
     client.gcs_address = p.cluster->gcs_address();
-    HALO_ASSIGN_OR_RETURN(client.secret, gcs::read_secret_file(p.cluster->secret_file()));
+    p.secret_file = p.cluster->secret_file();
+    HALO_ASSIGN_OR_RETURN(client.secret, gcs::read_secret_file(p.secret_file));
   } else {
     HALO_ASSIGN_OR_RETURN(client.gcs_address,
                           gcs::gcs_transport_address(address, client.transport));
@@ -153,6 +161,7 @@ Status init_locked(Process& p, const InitOptions& options) {
       secret_file = launcher::temp_dir() + "/session_latest/cluster_secret";
     }
     HALO_ASSIGN_OR_RETURN(client.secret, gcs::read_secret_file(secret_file));
+    p.secret_file = secret_file;
     client.node_address = env_or(options.node_address, "HALO_NODE_ADDRESS");
     if (client.node_address.empty()) {
       HALO_ASSIGN_OR_RETURN(client.node_address,
@@ -208,6 +217,24 @@ StoreInfo store_info() {
   info.fetches = stats->fetches();
   info.spilled_objects = stats->spilled_objects();
   info.evictions = stats->evictions();
+  return info;
+}
+
+ClusterInfo cluster_info() {
+  ClientRuntime& rt = runtime();
+  ClusterInfo info;
+  info.gcs_address = rt.gcs_address();
+  {
+    std::lock_guard lock(process().mu);
+    info.secret_file = process().secret_file;
+  }
+  auto nodes = nodes_of(rt.gcs_address(), rt.secret(), rt.transport_config());
+  if (!nodes.ok()) raise(nodes.status().with_context("listing the cluster's nodes"));
+  for (const auto& n : nodes->nodes()) {
+    info.nodes.push_back({internal_ids::to_hex(reinterpret_cast<const uint8_t*>(n.node_id().data()),
+                                               n.node_id().size()),
+                          n.address(), n.hostname(), gcs::proto::NodeState_Name(n.state())});
+  }
   return info;
 }
 

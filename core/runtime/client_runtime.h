@@ -77,6 +77,8 @@ class ClientRuntime {
   const std::string& node_address() const { return node_address_; }
   const std::string& node_id_hex() const { return node_id_hex_; }
   const std::string& gcs_address() const { return options_.gcs_address; }
+  const std::string& secret() const { return options_.secret; }
+  const transport::TransportConfig& transport_config() const { return options_.transport; }
 
  private:
   explicit ClientRuntime(ClientOptions options) : options_(std::move(options)) {}

@@ -67,7 +67,7 @@ class ShmSegment {
   // long (its size(), as the owner told the client). Errors: UNAVAILABLE when the owner is
   // gone; NOT_FOUND when it has no such descriptor; PERMISSION_DENIED when the owner runs as
   // another user; INVALID_ARGUMENT when the descriptor is not a halo object store or its size
-  // is not `size`.
+  // is not `size`. The mapping is populated up front (no page faults on first touch).
   static StatusOr<std::unique_ptr<ShmSegment>> attach(pid_t owner_pid, int owner_fd, uint64_t size);
 
   ~ShmSegment();

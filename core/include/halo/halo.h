@@ -122,4 +122,20 @@ struct StoreInfo {
 };
 StoreInfo store_info();
 
+// The cluster this process belongs to: where its GCS is, the secret file that admits a client
+// (a program may start helpers on other nodes with HALO_ADDRESS / HALO_SECRET_FILE /
+// HALO_NODE_ADDRESS set from it), and its nodes as the GCS lists them.
+struct NodeInfo {
+  std::string node_id_hex;
+  std::string address;   // The node daemon's transport address.
+  std::string hostname;
+  std::string state;     // ALIVE, SUSPECTED, DEAD, DRAINING.
+};
+struct ClusterInfo {
+  std::string gcs_address;
+  std::string secret_file;
+  std::vector<NodeInfo> nodes;
+};
+ClusterInfo cluster_info();
+
 }  // namespace halo
