@@ -90,6 +90,31 @@ TEST_F(ObjectStoreCluster, DroppingEveryReferenceOnEveryNodeEmptiesEveryStore) {
       << on(1).usage().first << " (empty " << empty1.first << ")";
 }
 
+TEST_F(ObjectStoreCluster, ProcessKilledWithSigkillReleasesItsReferences) {
+  start(2);
+  auto empty0 = on(0).usage(), empty1 = on(1).usage();
+  StoreClient::Put p = on(0).put(3 << 20, 8);
+  auto reader = on(1).start({"get", p.ref, p.sum, "30000", "hold"}, /*pipe_stdin=*/true);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE(reader->wait_for_line("OK ", 30s).ok()) << reader->output_text();
+  (void)p.holder->kill();
+  (void)reader->kill();
+  EXPECT_TRUE(wait_for([&] { return on(0).usage() == empty0 && on(1).usage() == empty1; }, 20s))
+      << "node 0 used " << on(0).usage().first << ", node 1 used " << on(1).usage().first;
+}
+
+TEST_F(ObjectStoreCluster, WaitSaysWhichObjectsAreReadyAtTheirOwnersOrLost) {
+  start(3);
+  StoreClient::Put here = on(0).put(1000, 1);
+  StoreClient::Put elsewhere = on(1).put(2 << 20, 2);
+  StoreClient::Put doomed = on(2).put(1000, 3);
+  EXPECT_EQ(on(0).run({"wait", "2", "10000", here.ref, elsewhere.ref}, "READY "), "READY 1 1");
+  (void)nodes_[2]->kill();
+  // A lost object counts as ready: a get of it raises at once instead of waiting.
+  EXPECT_EQ(on(0).run({"wait", "3", "20000", here.ref, elsewhere.ref, doomed.ref}, "READY "),
+            "READY 1 1 1");
+}
+
 TEST_F(ObjectStoreCluster, ReferenceHeldOnAnotherNodeKeepsTheObjectAliveAfterItsCreatorDropsIt) {
   start(3);
   StoreClient::Put p = on(0).put(2 << 20, 11);

@@ -14,6 +14,7 @@
 //   objstore_tool roundtrip SIZE...     embedded or joined: puts and gets each size, checks it,
 //                                       then checks values of several C++ types; "ROUNDTRIP OK"
 //   objstore_tool too-big SIZE          prints "FULL <message>" when the put is refused
+//   objstore_tool wait NUM TIMEOUT_MS REF...   prints "READY <0|1> <0|1> ..." for each REF
 //   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
 //                                       its view, then reads the first again; prints
 //                                       "READ-ALL OK evictions=<n on this node>"
@@ -171,6 +172,18 @@ int run(int argc, char** argv) {
     } catch (const halo::ObjectStoreFullError& e) {
       std::printf("FULL %s\n", e.what());
     }
+    return 0;
+  }
+  if (cmd == "wait" && argc >= 5) {
+    std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
+    for (int i = 4; i < argc; ++i) {
+      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_binary(from_hex(argv[i])));
+    }
+    auto ready =
+        halo::wait(refs, std::stoull(argv[2]), std::chrono::milliseconds(std::stoll(argv[3])));
+    std::string line = "READY";
+    for (bool r : ready) line += r ? " 1" : " 0";
+    std::printf("%s\n", line.c_str());
     return 0;
   }
   if (cmd == "read-all" && argc >= 4 && argc % 2 == 0) {
