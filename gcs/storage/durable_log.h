@@ -35,7 +35,9 @@
 // starts silently empty or with acknowledged writes missing.
 //
 // Threads: append and last_index may be called from any thread (calls are ordered by the
-// caller's lock); `done` callbacks run on the log's writer thread and must not block;
+// caller's lock); `done` callbacks run on the log's writer thread ("always") or inside append
+// on the caller's thread ("group", which writes the record itself: wal_writer.h), and must
+// not block;
 // write_snapshot blocks the caller while the file is written (not the appenders).
 #pragma once
 

@@ -92,6 +92,8 @@ class SegmentWriter {
   Status append(std::string_view frames);
   // fdatasync(2): appended frames and the file size are on disk.
   Status sync();
+  // The descriptor, for a sync made without holding up appends (dup it first).
+  int fd() const { return file_.fd(); }
 
   uint64_t first_index() const { return first_index_; }
   uint64_t bytes() const { return bytes_; }

@@ -36,6 +36,7 @@ WalWriter::~WalWriter() {
 uint64_t WalWriter::append(const proto::Mutation& mutation, std::function<void(Status)> done) {
   proto::WalRecord record;
   *record.mutable_mutation() = mutation;
+  if (options_.fsync_policy == FsyncPolicy::kGroup) return append_written(record, std::move(done));
   std::unique_lock<std::mutex> lock(mu_);
   // The index is taken and the frame queued under one lock, so that queue order is index order
   // even if callers race (they should not: the tables' lock orders them).
@@ -46,6 +47,46 @@ uint64_t WalWriter::append(const proto::Mutation& mutation, std::function<void(S
   last_index_.store(index, std::memory_order_release);
   lock.unlock();
   wake_writer_.notify_one();
+  return index;
+}
+
+uint64_t WalWriter::append_written(proto::WalRecord& record, std::function<void(Status)> done) {
+  std::unique_lock<std::mutex> segment_lock(segment_mu_);
+  uint64_t index = 0;
+  Status result;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    index = last_index_.load(std::memory_order_relaxed) + 1;
+    last_index_.store(index, std::memory_order_release);
+    result = broken_;
+  }
+  record.set_index(index);
+  if (result.ok()) {
+    std::string frame;
+    append_frame(frame, record.SerializeAsString());
+    result = write_batch_locked(frame, index, /*sync_now=*/false);
+    if (!result.ok()) set_broken(result);
+  } else {
+    result = Status(result.code(),
+                    str_cat("WAL record ", index,
+                            " was not written: the log broke earlier: ", result.message()));
+  }
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (result.ok()) {
+      // The first record since the last sync starts the group's clock.
+      if (written_through_ <= durable_index()) {
+        sync_due_ = std::chrono::steady_clock::now() +
+                    std::chrono::microseconds(options_.group_commit_delay_us);
+        wake = true;
+      }
+      written_through_ = std::max(written_through_, index);
+    }
+  }
+  segment_lock.unlock();
+  if (wake) wake_writer_.notify_one();
+  if (done) done(result);
   return index;
 }
 
@@ -77,7 +118,8 @@ void WalWriter::run() {
     if (unsynced()) {
       wake_writer_.wait_until(lock, sync_due_, [&] { return !queued_.empty() || sync_wanted(); });
     } else {
-      wake_writer_.wait(lock, [&] { return !queued_.empty() || stopping_; });
+      // kGroup appends write their records themselves and wake this thread for the sync.
+      wake_writer_.wait(lock, [&] { return !queued_.empty() || stopping_ || unsynced(); });
     }
 
     if (!queued_.empty()) {
@@ -134,6 +176,10 @@ Status WalWriter::failed_io(const Status& s, uint64_t first, uint64_t last, bool
 
 Status WalWriter::write_batch(const std::string& frames, uint64_t last, bool sync_now) {
   std::lock_guard<std::mutex> lock(segment_mu_);
+  return write_batch_locked(frames, last, sync_now);
+}
+
+Status WalWriter::write_batch_locked(const std::string& frames, uint64_t last, bool sync_now) {
   const uint64_t first = written_index_ + 1;
   if (Status s = segment_.append(frames); !s.ok()) return failed_io(s, first, last, false);
   written_index_ = last;
@@ -149,8 +195,35 @@ Status WalWriter::write_batch(const std::string& frames, uint64_t last, bool syn
 }
 
 Status WalWriter::sync() {
-  std::lock_guard<std::mutex> lock(segment_mu_);
-  return sync_locked();
+  uint64_t through = 0;
+  int fd = -1;
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(segment_mu_);
+    through = written_index_;
+    if (through <= durable_index()) return Status();
+    // A duplicate stays valid if a rotation closes the segment meanwhile (the rotation syncs
+    // the segment itself first).
+    fd = ::dup(segment_.fd());
+    path = segment_.path();
+    if (fd < 0) return errno_error(errno, str_cat("dup of WAL segment ", path, " to sync it"));
+  }
+  const int rc = ::fdatasync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return failed_io(errno_error(err, str_cat("fdatasync ", path)), durable_index() + 1, through,
+                     options_.fsync_policy == FsyncPolicy::kGroup);
+  }
+  advance_durable(through);
+  return Status();
+}
+
+void WalWriter::advance_durable(uint64_t index) {
+  uint64_t current = durable_index_.load(std::memory_order_acquire);
+  while (current < index &&
+         !durable_index_.compare_exchange_weak(current, index, std::memory_order_acq_rel)) {
+  }
 }
 
 Status WalWriter::sync_locked() {
@@ -159,7 +232,7 @@ Status WalWriter::sync_locked() {
   if (Status s = segment_.sync(); !s.ok()) {
     return failed_io(s, durable_index() + 1, through, options_.fsync_policy == FsyncPolicy::kGroup);
   }
-  durable_index_.store(through, std::memory_order_release);
+  advance_durable(through);
   return Status();
 }
 

@@ -8,14 +8,17 @@
 //   HALO_RETURN_IF_ERROR(writer.rotate());               // the next records in a new segment
 //   HALO_RETURN_IF_ERROR(writer.remove_segments_through(snapshot_index));
 //
-// Batching: while the writer thread writes (and syncs) one batch, appends queue up; it then
-// takes everything queued as the next batch, at once. With FsyncPolicy::kAlways each batch is
-// written and fdatasync'ed before its records are acknowledged, so N appenders waiting for
-// their acknowledgement share one sync per round. With kGroup a batch is acknowledged once
-// written (in the file, so a killed GCS loses nothing), and the sync follows at most
-// group_commit_delay_us after the first record written since the last sync — sooner when
-// wait_durable, a rotation or the destructor needs it (what redis's appendfsync everysec does,
-// with a bound of microseconds instead of a second).
+// FsyncPolicy::kAlways: while the writer thread writes and syncs one batch, appends queue up;
+// it then takes everything queued as the next batch, at once, and acknowledges its records
+// once written and fdatasync'ed, so N appenders waiting for their acknowledgement share one
+// sync per round.
+// FsyncPolicy::kGroup: append writes its record itself, with one write(2) on the caller's
+// thread (the file is then complete, so a killed GCS loses nothing), and acknowledges it at
+// once, on that thread: no hand-off to the writer thread and back. The writer thread only
+// syncs, at most group_commit_delay_us after the first record written since the last sync —
+// sooner when wait_durable, a rotation or the destructor needs it (what redis's appendfsync
+// everysec does, with a bound of microseconds instead of a second). Its fdatasync runs on a
+// duplicate of the descriptor without the segment lock, so appends go on while it syncs.
 //
 // Errors: a failed write, sync or segment rotation breaks the writer for good: `done` of every
 // record the failed write carried and of every later append gets the error (with kGroup, a
@@ -25,7 +28,8 @@
 //
 // Threads: append, last_index, durable_index and wait_durable from any thread; rotate and
 // remove_segments_through from one thread at a time (DurableLog's snapshot lock). `done` runs
-// on the writer thread, in index order, and must not block nor call wait_durable.
+// in index order, on the writer thread (kAlways) or inside append on the caller's thread
+// (kGroup), and must not block nor call wait_durable.
 #pragma once
 
 #include <atomic>
@@ -90,11 +94,17 @@ class WalWriter {
   };
 
   void run();
+  // kGroup: writes the record on the caller's thread and acknowledges it there.
+  uint64_t append_written(proto::WalRecord& record, std::function<void(Status)> done);
   // Writes one batch whose last record is `last`, syncs it if `sync_now`, and rotates after it
   // when the segment is full. Called on the writer thread without mu_.
   Status write_batch(const std::string& frames, uint64_t last, bool sync_now);
-  // Syncs the records written so far (durable_index_ catches up with written_index_).
+  Status write_batch_locked(const std::string& frames, uint64_t last, bool sync_now);
+  // Syncs the records written so far (durable_index_ catches up with written_index_), without
+  // holding segment_mu_ during the fdatasync.
   Status sync();
+  // durable_index_ = max(durable_index_, index).
+  void advance_durable(uint64_t index);
   Status sync_locked();  // Requires segment_mu_.
   // Syncs, then starts segment written_index_ + 1. Requires segment_mu_.
   Status rotate_locked();
