@@ -30,7 +30,7 @@ using internal::ClientRuntime;
 // The process's state between init() and shutdown().
 struct Process {
   std::mutex mu;
-  std::string secret_file;  // Of the cluster joined or started.
+  std::string secret_file;                          // Of the cluster joined or started.
   std::unique_ptr<launcher::LocalCluster> cluster;  // An embedded cluster, if init started one.
   std::unique_ptr<ClientRuntime> runtime;
 };
@@ -126,6 +126,9 @@ StatusOr<std::string> local_node_of(const std::string& gcs_address, const std::s
 
 Status init_locked(Process& p, const InitOptions& options) {
   internal::ClientOptions client;
+  // A driver or worker shares its cores with the application's own threads: its progress
+  // thread sleeps rather than spins (HALO_PROGRESS_MODE=hybrid or poll to change that).
+  client.transport.progress_mode = "event";
   ConfigLoader loader;
   loader.add(client.transport);
   auto loaded = loader.load({.file = "", .env = environ, .args = {}});

@@ -284,8 +284,7 @@ StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::attach(pid_t owner_pid, int ow
   // MAP_POPULATE fills this process's page tables for the whole segment now (its pages exist:
   // the owner pre-faulted them). Otherwise every first touch of a page by this client is a
   // fault, and a put or read of fresh memory runs at ~1.2 GB/s instead of memcpy's speed.
-  void* data =
-      ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (data == MAP_FAILED) {
     return errno_error(errno, str_cat("mmap of the ", format_bytes(size), " object store ", path));
   }

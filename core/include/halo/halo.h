@@ -127,9 +127,9 @@ StoreInfo store_info();
 // HALO_NODE_ADDRESS set from it), and its nodes as the GCS lists them.
 struct NodeInfo {
   std::string node_id_hex;
-  std::string address;   // The node daemon's transport address.
+  std::string address;  // The node daemon's transport address.
   std::string hostname;
-  std::string state;     // ALIVE, SUSPECTED, DEAD, DRAINING.
+  std::string state;  // ALIVE, SUSPECTED, DEAD, DRAINING.
 };
 struct ClusterInfo {
   std::string gcs_address;
