@@ -338,7 +338,10 @@ def measure_death(args, programs, cluster):
             proc = subprocess.Popen(
                 [programs.node, f"--gcs-address={gcs.address}",
                  f"--secret-file={cluster.secret}", "--host=127.0.0.1", "--port=0",
-                 f"--state-file={state_file}", *TRANSPORT_FLAGS],
+                 f"--state-file={state_file}", *TRANSPORT_FLAGS,
+                 # Membership only: a small object store (the default, 30% of the machine's
+                 # memory, pre-faulted, times 20 nodes would not fit).
+                 "--object-store-memory=16777216"],
                 stdout=subprocess.DEVNULL, stderr=open(cluster.path(f"death-node{i}.log"), "w"))
             nodes.append((proc, state_file))
         alive = {}
