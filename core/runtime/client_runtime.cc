@@ -130,11 +130,16 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
                                     ", outside its segment of ", segment_->size()));
     }
     write(std::span<std::byte>(segment_->data() + created.offset(), size));
+    // The seal is not waited for: nothing can refuse it (this client created the object and
+    // holds its connection), and whoever reads the object meanwhile waits at the node for the
+    // seal. Messages on the connection stay in order, so this client's later calls come after
+    // it. If the connection fails first, the node aborts the object as its creator's.
     objstore::proto::SealRequest seal;
     seal.set_object_id(id.binary());
-    HALO_RETURN_IF_ERROR(
-        (call<objstore::proto::SealRequest, objstore::proto::SealResponse>("store.seal", seal, 30s))
-            .status());
+    rpc_->client().call<objstore::proto::SealRequest, objstore::proto::SealResponse>(
+        node_, "store.seal", seal, 30s, [id](StatusOr<objstore::proto::SealResponse> sealed) {
+          if (!sealed.ok()) log::warn("sealing object {} failed: {}", id, sealed.status());
+        });
   }
   {
     std::lock_guard lock(mu_);

@@ -3,7 +3,8 @@
 // references (docs/objstore.md, "Clients").
 //
 // Puts of at most the node's max_inline_bytes travel in one message (store.put_inline); larger
-// ones reserve room (store.create), are written in place by the caller, then sealed. A get of
+// ones reserve room (store.create), are written in place by the caller, then sealed (one-way:
+// the seal is not waited for). A get of
 // an object this process is reading (a view of it exists) is answered from its own table;
 // otherwise the node pins it, fetching it from its owner node first.
 //
