@@ -5,12 +5,12 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 namespace halo {
 namespace {
 
-using halo::testing::TempDir;
+using halo::test::TempDir;
 
 struct TestConfig {
   std::string name = "default";

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "halo/base/config.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 // Counts how often it is formatted, to show that disabled levels skip the formatting work.
 struct FormatProbe {
@@ -31,8 +31,8 @@ struct fmt::formatter<FormatProbe> : fmt::formatter<std::string_view> {
 namespace halo::log {
 namespace {
 
-using halo::testing::read_file;
-using halo::testing::TempDir;
+using halo::test::read_file;
+using halo::test::TempDir;
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;

@@ -20,16 +20,6 @@ using namespace std::chrono_literals;
 
 std::string program(const std::string& name) { return std::string(HALO_BIN_DIR) + "/" + name; }
 
-TempDir::TempDir() {
-  char tmpl[] = "/tmp/halo-node-test-XXXXXX";
-  if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-}
-
 uint16_t free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -18,22 +18,12 @@
 #include "halo/base/status.h"
 #include "launcher/node/node_state_file.h"
 #include "tests/support/child_process.h"
+#include "tests/support/temp_dir.h"
 
 namespace halo::test {
 
 // Where the programs are: build/bin.
 std::string program(const std::string& name);
-
-// A fresh folder under /tmp, removed with everything in it at the end.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // A TCP port that was free a moment ago on 127.0.0.1.
 uint16_t free_port();

@@ -29,6 +29,7 @@
 #include "halo/base/ids.h"
 #include "halo/transport/rpc.h"
 #include "halo/transport/transport.h"
+#include "tests/support/temp_dir.h"
 
 namespace halo::gcs::testing {
 
@@ -36,25 +37,7 @@ using namespace std::chrono_literals;
 
 inline constexpr char kSecret[] = "gcs-server-test-secret-0123456789abcdef";
 
-// A private folder removed with its contents when the test ends, pass or fail.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = std::filesystem::temp_directory_path() / "halo-gcs-test-XXXXXX";
-    path_ = mkdtemp(pattern.data()) != nullptr ? pattern : std::string();
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using halo::test::TempDir;
 
 // UCX over TCP on loopback; short failure detection so a killed peer is seen quickly.
 inline transport::TransportConfig test_transport(const std::string& backend = "ucx") {

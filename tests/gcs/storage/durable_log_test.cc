@@ -231,7 +231,7 @@ TEST(DurableLog, SnapshotRetentionKeepsWhatTheFallbackNeedsAndNothingOlder) {
     expect_records(opened->recovered, 301, 350);
     EXPECT_EQ(state_of(opened->recovered), state_through(350));
   }
-  flip_byte(dir.sub("snapshot-00000000000000000300.pb"), 40);
+  flip_byte(dir.file("snapshot-00000000000000000300.pb"), 40);
   auto opened = DurableLog::open(options);
   ASSERT_TRUE(opened.ok()) << opened.status();
   EXPECT_EQ(opened->recovered.snapshot.last_index(), 200u);
@@ -256,7 +256,7 @@ TEST(DurableLog, SecondOpenerIsRefusedNamingTheHolderPid) {
 
 TEST(DurableLog, DataDirectoryAndFilesAreOwnerOnly) {
   TempDir parent;
-  const std::string dir = parent.sub("nested/data");
+  const std::string dir = parent.file("nested/data");
   {
     auto opened = DurableLog::open(options_for(dir));
     ASSERT_TRUE(opened.ok()) << opened.status();
@@ -297,7 +297,7 @@ TEST(DurableLog, SnapshotAheadOfTheLogIsRefused) {
 TEST(DurableLog, FailedWriteFailsItsRecordAndEveryLaterOne) {
   TempDir dir;
   const auto options = options_for(dir.path());
-  const std::string segment = dir.sub(segment_file_name(1));
+  const std::string segment = dir.file(segment_file_name(1));
   {
     auto opened = DurableLog::open(options);
     ASSERT_TRUE(opened.ok()) << opened.status();

@@ -44,11 +44,11 @@ void make_dir(const std::string& path) {
 }
 
 std::string snapshot_path(const TempDir& dir, uint64_t index) {
-  return dir.sub(snapshot_file_name(index));
+  return dir.file(snapshot_file_name(index));
 }
 
 std::string segment_path(const TempDir& dir, uint64_t first) {
-  return dir.sub(segment_file_name(first));
+  return dir.file(segment_file_name(first));
 }
 
 bool mentions(const Status& s, const std::string& text) {
@@ -61,8 +61,8 @@ TEST(Recovery, TornFinalRecordIsCutAtEveryByteAndEarlierRecordsKept) {
   TempDir pristine;
   make_log(pristine.path(), 5);
   const std::string name = segment_file_name(1);
-  const std::string bytes = read_file(pristine.sub(name));
-  auto contents = read_segment(pristine.sub(name), 1);
+  const std::string bytes = read_file(pristine.file(name));
+  auto contents = read_segment(pristine.file(name), 1);
   ASSERT_TRUE(contents.ok()) << contents.status();
   ASSERT_EQ(contents->offsets.size(), 5u);
   const uint64_t last_start = contents->offsets[4];
@@ -70,7 +70,7 @@ TEST(Recovery, TornFinalRecordIsCutAtEveryByteAndEarlierRecordsKept) {
   TempDir root;
   for (uint64_t cut = last_start; cut < bytes.size(); ++cut) {
     SCOPED_TRACE("log cut at byte " + std::to_string(cut));
-    const std::string dir = root.sub(std::to_string(cut));
+    const std::string dir = root.file(std::to_string(cut));
     make_dir(dir);
     write_file(dir + "/" + name, bytes.substr(0, cut));
     {
@@ -102,8 +102,8 @@ TEST(Recovery, GarbageAfterTheLastRecordIsCut) {
   TempDir pristine;
   make_log(pristine.path(), 5);
   const std::string name = segment_file_name(1);
-  const std::string bytes = read_file(pristine.sub(name));
-  auto contents = read_segment(pristine.sub(name), 1);
+  const std::string bytes = read_file(pristine.file(name));
+  auto contents = read_segment(pristine.file(name), 1);
   ASSERT_TRUE(contents.ok()) << contents.status();
   const uint64_t last_start = contents->offsets[4];
 
@@ -134,7 +134,7 @@ TEST(Recovery, GarbageAfterTheLastRecordIsCut) {
   int i = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
-    const std::string dir = root.sub(std::to_string(i++));
+    const std::string dir = root.file(std::to_string(i++));
     make_dir(dir);
     write_file(dir + "/" + name, c.file);
     auto opened = DurableLog::open(options_for(dir));
@@ -152,8 +152,8 @@ TEST(Recovery, CorruptMiddleRecordIsDataLossNamingFileAndOffset) {
   TempDir pristine;
   make_log(pristine.path(), 10);
   const std::string name = segment_file_name(1);
-  const std::string bytes = read_file(pristine.sub(name));
-  auto contents = read_segment(pristine.sub(name), 1);
+  const std::string bytes = read_file(pristine.file(name));
+  auto contents = read_segment(pristine.file(name), 1);
   ASSERT_TRUE(contents.ok()) << contents.status();
   const uint64_t fifth = contents->offsets[4];
 
@@ -170,7 +170,7 @@ TEST(Recovery, CorruptMiddleRecordIsDataLossNamingFileAndOffset) {
   int i = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
-    const std::string dir = root.sub(std::to_string(i++));
+    const std::string dir = root.file(std::to_string(i++));
     make_dir(dir);
     const std::string path = dir + "/" + name;
     std::string damaged = bytes;
@@ -194,7 +194,7 @@ TEST(Recovery, DamageAtTheEndOfAnEarlierSegmentIsDataLoss) {
   make_log(dir.path(), 60, 512);
   auto names = files_named(dir.path(), "wal-");
   ASSERT_GE(names.size(), 3u);
-  const std::string first = dir.sub(names[0]);
+  const std::string first = dir.file(names[0]);
   auto contents = read_segment(first, 1);
   ASSERT_TRUE(contents.ok()) << contents.status();
   const std::string original = read_file(first);
@@ -313,7 +313,7 @@ TEST(Recovery, EmptyOrGarbageFilesNamedLikeGcsFilesAreDataLoss) {
       {"a segment whose header names another index",
        [](const TempDir& d) {
          make_log(d.path(), 40, 512);
-         std::string second = d.sub(files_named(d.path(), "wal-")[1]);
+         std::string second = d.file(files_named(d.path(), "wal-")[1]);
          flip_byte(second, 16);
          return second;
        }},
@@ -347,12 +347,12 @@ TEST(Recovery, MissingMiddleSegmentIsDataLossNamingTheGap) {
   make_log(dir.path(), 60, 512);
   auto names = files_named(dir.path(), "wal-");
   ASSERT_GE(names.size(), 3u);
-  std::filesystem::remove(dir.sub(names[1]));
+  std::filesystem::remove(dir.file(names[1]));
   auto opened = DurableLog::open(options_for(dir.path()));
   ASSERT_FALSE(opened.ok());
   EXPECT_EQ(opened.status().code(), StatusCode::kDataLoss) << opened.status();
   EXPECT_TRUE(mentions(opened.status(), "missing")) << opened.status();
-  EXPECT_TRUE(mentions(opened.status(), dir.sub(names[2]))) << opened.status();
+  EXPECT_TRUE(mentions(opened.status(), dir.file(names[2]))) << opened.status();
 }
 
 TEST(Recovery, LeftoverTemporaryFilesAreRemoved) {

@@ -355,7 +355,7 @@ class SpillingStore : public ::testing::Test {
     put(*store_, id, kBlock);
   }
 
-  std::string spill_folder() const { return dir_.sub("node-test"); }
+  std::string spill_folder() const { return dir_.file("node-test"); }
 
   TempDir dir_;
   std::unique_ptr<ObjectStore> store_;
@@ -583,7 +583,7 @@ TEST(ObjectStore, MemoryIsBackToEmptyAfterEveryObjectIsRemoved) {
   EXPECT_EQ(stats.used, 0u);
   EXPECT_EQ(stats.object_bytes, 0u);
   EXPECT_EQ(stats.largest_free_block, capacity);
-  EXPECT_TRUE(wait_for([&] { return files_in(dir.sub("node-test")) == 0; }, 10s))
+  EXPECT_TRUE(wait_for([&] { return files_in(dir.file("node-test")) == 0; }, 10s))
       << "spill files were left behind";
 }
 
@@ -596,15 +596,15 @@ TEST(ObjectStore, DestructionRemovesTheSpillFilesAndTheNodeFolder) {
     put(*store, first, 200 * kKiB);
     ASSERT_FALSE(store->create(ObjectId::random(), 200 * kKiB, kWriter, CopyKind::kPrimary).ok());
     ASSERT_TRUE(wait_for([&] { return state_of(*store, first) == ObjectState::kSpilled; }, 10s));
-    EXPECT_EQ(files_in(dir.sub("node-test")), 1u);
+    EXPECT_EQ(files_in(dir.file("node-test")), 1u);
   }
-  EXPECT_FALSE(std::filesystem::exists(dir.sub("node-test")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("node-test")));
 }
 
 TEST(ObjectStore, StaleSpillFilesOfAnEarlierRunAreRemovedAtStart) {
   TempDir dir;
-  std::filesystem::create_directories(dir.sub("node-test"));
-  const std::string stale = dir.sub("node-test/" + ObjectId::random().to_hex() + ".obj");
+  std::filesystem::create_directories(dir.file("node-test"));
+  const std::string stale = dir.file("node-test/" + ObjectId::random().to_hex() + ".obj");
   std::ofstream(stale) << "left by a killed node";
   auto store = make_store(1 << 20, dir.path());
   ASSERT_NE(store, nullptr);

@@ -110,16 +110,16 @@ TEST(SpillFile, AnotherObjectsFileIsDataLoss) {
 
 TEST(SpillFile, PrivateDirIsCreatedWithItsParentsAsMode0700) {
   TempDir dir;
-  const std::string nested = dir.sub("a/b/node-1");
+  const std::string nested = dir.file("a/b/node-1");
   ASSERT_TRUE(make_private_dir(nested).ok());
   ASSERT_TRUE(make_private_dir(nested).ok()) << "an existing folder is fine";
-  for (const std::string& path : {dir.sub("a"), dir.sub("a/b"), nested}) {
+  for (const std::string& path : {dir.file("a"), dir.file("a/b"), nested}) {
     struct stat st {};
     ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
     EXPECT_EQ(st.st_mode & 07777, 0700u) << path;
   }
-  std::ofstream(dir.sub("file")) << "x";
-  EXPECT_FALSE(make_private_dir(dir.sub("file")).ok());
+  std::ofstream(dir.file("file")) << "x";
+  EXPECT_FALSE(make_private_dir(dir.file("file")).ok());
 }
 
 }  // namespace

@@ -10,29 +10,11 @@
 #include <filesystem>
 #include <string>
 #include <vector>
+#include "tests/support/temp_dir.h"
 
 namespace halo::objstore::test {
 
-// A private temporary folder, removed with everything in it when the test ends.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = std::filesystem::temp_directory_path() / "halo-objstore-XXXXXX";
-    path_ = ::mkdtemp(pattern.data()) != nullptr ? pattern : std::string();
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using halo::test::TempDir;
 
 // Writes `size` bytes that depend on `seed` and on their position at `out`.
 inline void fill_pattern(std::byte* out, uint64_t size, uint64_t seed) {
