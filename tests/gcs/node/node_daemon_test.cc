@@ -79,22 +79,26 @@ TEST_F(NodeDaemonTest, StoppedNodeIsDeclaredDeadAndRejoinsUnderANewIncarnation) 
       },
       kStep))
       << "the GCS never declared the stopped node dead: "
-      << (row.ok() ? row->DebugString() : row.status().to_string());
+      << (row.ok() ? row->DebugString() : row.status().to_string()) << "\nGCS output:\n"
+      << (*gcs)->process().output_text();
   ASSERT_TRUE(node->resume().ok());
 
+  // A new incarnation, never the old one. Usually 2; on a loaded machine the GCS may find the
+  // resumed node slow once more and declare it dead again, and then it rejoins as 3.
   auto second = wait_for_node_state(state_file(), "alive", kStep,
                                     [](const auto& r) { return r.incarnation >= 2; });
-  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(second.ok()) << second.status() << "\nnode output:\n" << node->output_text();
   EXPECT_EQ(second->node_id, first->node_id) << "same process, same node id";
-  EXPECT_EQ(second->incarnation, 2u);
+  EXPECT_GE(second->incarnation, 2u);
   EXPECT_TRUE(wait_for(
       [&] {
         row = (*gcs)->node(first->node_id);
-        return row.ok() && row->incarnation() == 2 && row->state() == gcs::proto::ALIVE;
+        return row.ok() && row->incarnation() >= 2 && row->state() == gcs::proto::ALIVE;
       },
       kStep))
-      << (row.ok() ? row->DebugString() : row.status().to_string());
-  EXPECT_TRUE(node->running());
+      << (row.ok() ? row->DebugString() : row.status().to_string()) << "\nnode output:\n"
+      << node->output_text();
+  EXPECT_TRUE(node->running()) << node->output_text();
 }
 
 TEST_F(NodeDaemonTest, FencesWhileTheGcsIsDownAndRejoinsTheRestartedGcsWithoutARestart) {
