@@ -273,6 +273,11 @@ std::vector<bool> wait_objects(const std::vector<const RefState*>& refs, size_t 
   return std::move(*ready);
 }
 
+void publish_refs() {
+  Status synced = runtime().sync();
+  if (!synced.ok()) raise(synced.with_context("publishing references"));
+}
+
 std::shared_ptr<RefState> adopt_ref(ObjectId id, std::string owner_address) {
   auto ref = runtime().adopt(id, owner_address);
   if (!ref.ok()) raise(ref.status());

@@ -52,13 +52,100 @@ objstore::proto::ObjectRefProto ref_proto(const RefState& ref) {
 
 }  // namespace
 
+// A batch of queued one-way traffic holds at most this many operations.
+constexpr int kMaxBatchOps = 4096;
+
+template <typename Req, typename Resp>
+void ClientRuntime::call_async(const char* method, const Req& request,
+                               std::chrono::milliseconds timeout,
+                               std::function<void(StatusOr<Resp>)> done) {
+  Outgoing call;
+  call.call = [this, method, request, timeout, done = std::move(done)]() mutable {
+    rpc_->client().call<Req, Resp>(node_, method, request, timeout, std::move(done));
+  };
+  push(std::move(call));
+}
+
 template <typename Req, typename Resp>
 StatusOr<Resp> ClientRuntime::call(const char* method, const Req& request,
                                    std::chrono::milliseconds timeout) {
   auto reply = std::make_shared<Reply<Resp>>();
-  rpc_->client().call<Req, Resp>(node_, method, request, timeout,
-                                 [reply](StatusOr<Resp> r) { reply->set(std::move(r)); });
+  call_async<Req, Resp>(method, request, timeout,
+                        [reply](StatusOr<Resp> r) { reply->set(std::move(r)); });
   return reply->take();
+}
+
+void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
+  Outgoing item;
+  item.op = std::move(op);
+  push(std::move(item));
+}
+
+void ClientRuntime::push(Outgoing item) {
+  std::lock_guard lock(send_mu_);
+  if (closed_) return;
+  if (item.op && item.op->has_arena_put()) ++puts_queued_;
+  outbox_.push_back(std::move(item));
+  if (drain_posted_) return;
+  drain_posted_ = true;
+  transport_->run_on_progress_thread([this] { drain(); });
+}
+
+void ClientRuntime::drain() {
+  std::unique_lock lock(send_mu_);
+  drain_posted_ = false;
+  // A large message may be overtaken by a smaller one sent after it (the library receives it
+  // in two steps), so a batch leaves only when the previous one is answered, and so do the
+  // calls queued after it: each sees every operation queued before it applied.
+  while (!closed_ && !batch_in_flight_ && !outbox_.empty()) {
+    if (outbox_.front().call) {
+      std::function<void()> call = std::move(outbox_.front().call);
+      outbox_.pop_front();
+      lock.unlock();
+      call();
+      lock.lock();
+      continue;
+    }
+    objstore::proto::StoreBatchRequest batch;
+    uint64_t puts = puts_sent_;
+    while (!outbox_.empty() && !outbox_.front().call && batch.ops_size() < kMaxBatchOps) {
+      if (outbox_.front().op->has_arena_put()) ++puts;
+      *batch.add_ops() = std::move(*outbox_.front().op);
+      outbox_.pop_front();
+    }
+    puts_sent_ = puts;
+    batch_in_flight_ = true;
+    lock.unlock();
+    send_batch(std::move(batch), puts);
+    lock.lock();
+  }
+}
+
+void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts) {
+  rpc_->client().call<objstore::proto::StoreBatchRequest, objstore::proto::StoreBatchResponse>(
+      node_, "store.batch", batch, 30s,
+      [this, puts](StatusOr<objstore::proto::StoreBatchResponse> applied) {
+        {
+          std::lock_guard lock(send_mu_);
+          batch_in_flight_ = false;
+        }
+        if (!applied.ok()) {
+          // Shutting down (CANCELLED) is no news; a lost node is, and gets reported by the
+          // next call too.
+          if (applied.status().code() != StatusCode::kCancelled) {
+            log::warn("the node did not confirm queued store operations: {}", applied.status());
+          }
+        } else {
+          if (applied->refused() > 0) {
+            log::error("the node refused {} queued store operations; first: {}", applied->refused(),
+                       applied->first_error());
+          }
+          uint64_t synced = puts_synced_.load();
+          while (synced < puts && !puts_synced_.compare_exchange_weak(synced, puts)) {
+          }
+        }
+        drain();
+      });
 }
 
 StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::connect(ClientOptions options) {
@@ -91,11 +178,19 @@ StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::connect(ClientOptions op
   rt->node_id_hex_ = internal_ids::to_hex(
       reinterpret_cast<const uint8_t*>(connected.node_id().data()), connected.node_id().size());
   rt->max_inline_bytes_ = connected.max_inline_bytes();
+  rt->arena_bytes_ = connected.arena_bytes();
+  if (connected.alignment() != 0) rt->alignment_ = connected.alignment();
   return rt;
 }
 
 ClientRuntime::~ClientRuntime() {
-  // The node drops this client's references and pins when the connection goes.
+  // The node drops this client's references and pins when the connection goes (and with them
+  // whatever is still queued).
+  {
+    std::lock_guard lock(send_mu_);
+    closed_ = true;
+    outbox_.clear();
+  }
   if (node_) node_->close();
   rpc_.reset();
   transport_.reset();
@@ -105,7 +200,9 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     size_t size, const std::function<void(std::span<std::byte>)>& write, const PutParams& params) {
   const ObjectId id = ObjectId::random();
   const std::chrono::milliseconds timeout = params.timeout.value_or(options_.put_timeout);
-  if (size <= max_inline_bytes_) {
+  if (size <= max_inline_bytes_ && size <= arena_bytes_) {
+    HALO_RETURN_IF_ERROR(put_in_arena(id, size, write, timeout));
+  } else if (size <= max_inline_bytes_) {
     objstore::proto::PutInlineRequest request;
     request.set_object_id(id.binary());
     request.set_timeout_ms(timeout.count());
@@ -132,12 +229,13 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     write(std::span<std::byte>(segment_->data() + created.offset(), size));
     // The seal is not waited for: nothing can refuse it (this client created the object and
     // holds its connection), and whoever reads the object meanwhile waits at the node for the
-    // seal. Messages on the connection stay in order, so this client's later calls come after
-    // it. If the connection fails first, the node aborts the object as its creator's.
+    // seal. It leaves through the outbox, so this client's later traffic comes after it (a
+    // seal is small: nothing sent later overtakes it). If the connection fails first, the node
+    // aborts the object as its creator's.
     objstore::proto::SealRequest seal;
     seal.set_object_id(id.binary());
-    rpc_->client().call<objstore::proto::SealRequest, objstore::proto::SealResponse>(
-        node_, "store.seal", seal, 30s, [id](StatusOr<objstore::proto::SealResponse> sealed) {
+    call_async<objstore::proto::SealRequest, objstore::proto::SealResponse>(
+        "store.seal", seal, 30s, [id](StatusOr<objstore::proto::SealResponse> sealed) {
           if (!sealed.ok()) log::warn("sealing object {} failed: {}", id, sealed.status());
         });
   }
@@ -148,6 +246,55 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     e.owner = node_address_;
   }
   return std::make_shared<RefState>(id, node_address_);
+}
+
+Status ClientRuntime::put_in_arena(const ObjectId& id, size_t size,
+                                   const std::function<void(std::span<std::byte>)>& write,
+                                   std::chrono::milliseconds timeout) {
+  const uint64_t block = size == 0 ? alignment_ : (size + alignment_ - 1) / alignment_ * alignment_;
+  std::lock_guard lock(arena_mu_);
+  if (arena_end_ - arena_front_ < block) {
+    objstore::proto::ReserveArenaRequest request;
+    request.set_size(arena_bytes_);
+    request.set_timeout_ms(timeout.count());
+    auto arena = call<objstore::proto::ReserveArenaRequest, objstore::proto::ReserveArenaResponse>(
+        "store.reserve_arena", request, call_timeout(timeout));
+    if (!arena.ok()) return arena.status().with_context(str_cat("putting object ", id.to_hex()));
+    if (arena->offset() > segment_->size() || arena->size() > segment_->size() - arena->offset() ||
+        arena->size() < block) {
+      return internal_error(str_cat("the node gave an arena of ", arena->size(),
+                                    " bytes at offset ", arena->offset(), " in a segment of ",
+                                    segment_->size()));
+    }
+    arena_front_ = arena->offset();
+    arena_end_ = arena->offset() + arena->size();
+  }
+  write(std::span<std::byte>(segment_->data() + arena_front_, size));
+  objstore::proto::BatchOp op;
+  objstore::proto::ArenaPut* put = op.mutable_arena_put();
+  put->set_object_id(id.binary());
+  put->set_offset(arena_front_);
+  put->set_size(size);
+  arena_front_ += block;
+  enqueue(std::move(op));
+  return Status();
+}
+
+Status ClientRuntime::sync() {
+  uint64_t wanted;
+  {
+    std::lock_guard lock(send_mu_);
+    wanted = puts_queued_;
+  }
+  if (puts_synced_.load() >= wanted) return Status();
+  // Answered after every batch sent before it has been applied.
+  auto applied = call<objstore::proto::StoreBatchRequest, objstore::proto::StoreBatchResponse>(
+      "store.batch", objstore::proto::StoreBatchRequest(), 30s);
+  if (!applied.ok()) return applied.status();
+  uint64_t synced = puts_synced_.load();
+  while (synced < wanted && !puts_synced_.compare_exchange_weak(synced, wanted)) {
+  }
+  return Status();
 }
 
 StatusOr<std::vector<PinnedObject>> ClientRuntime::get(const std::vector<const RefState*>& refs,
@@ -259,20 +406,17 @@ void ClientRuntime::release(const ObjectId& id) {
     owner = std::move(it->second.owner);
     entries_.erase(it);
   }
-  objstore::proto::RefsRequest request;
-  auto* ref = request.add_refs();
-  ref->set_object_id(id.binary());
-  ref->set_owner_address(owner);
-  // Nobody waits for the answer: the node frees what nobody references.
-  rpc_->client().call<objstore::proto::RefsRequest, objstore::proto::RefsResponse>(
-      node_, "store.remove_refs", request, 30s, [](StatusOr<objstore::proto::RefsResponse>) {});
+  // Nobody waits: the node frees what nobody references.
+  objstore::proto::BatchOp op;
+  op.mutable_remove_ref()->set_object_id(id.binary());
+  op.mutable_remove_ref()->set_owner_address(std::move(owner));
+  enqueue(std::move(op));
 }
 
 void ClientRuntime::unpin(const ObjectId& id) {
-  objstore::proto::ReleaseRequest request;
-  request.add_object_ids(id.binary());
-  rpc_->client().call<objstore::proto::ReleaseRequest, objstore::proto::ReleaseResponse>(
-      node_, "store.release", request, 30s, [](StatusOr<objstore::proto::ReleaseResponse>) {});
+  objstore::proto::BatchOp op;
+  op.set_release(id.binary());
+  enqueue(std::move(op));
 }
 
 StatusOr<objstore::proto::StoreStatsResponse> ClientRuntime::stats() {

@@ -2,14 +2,22 @@
 // node daemon on its machine, the node's shared-memory segment mapped once, and this process's
 // references (docs/objstore.md, "Clients").
 //
-// Puts of at most the node's max_inline_bytes travel in one message (store.put_inline); larger
-// ones reserve room (store.create), are written in place by the caller, then sealed (one-way:
-// the seal is not waited for). A get of
-// an object this process is reading (a view of it exists) is answered from its own table;
-// otherwise the node pins it, fetching it from its owner node first.
+// Small puts (at most the node's max_inline_bytes) go into the process's arena, room the node
+// reserved for it once (store.reserve_arena): the caller writes the object at the arena's
+// front and queues its announcement, with no round trip. Larger puts reserve room
+// (store.create), are written in place by the caller, then sealed (one-way: the seal is not
+// waited for). A get of an object this process is reading (a view of it exists) is answered
+// from its own table; otherwise the node pins it, fetching it from its owner node first.
+//
+// Order. Everything the process tells its node without waiting for an answer (arena puts,
+// dropped references, released pins) is queued and sent as one store.batch, soon (by the
+// transport's progress thread) or before the next request, whichever comes first; the node
+// applies messages of a connection in order, so every request sees the effect of everything
+// queued before it. A reference that leaves the process (publish_refs, from
+// ObjectRef::binary) waits until the node has applied the puts queued so far.
 //
 // Reference counting: the process counts its references per object and tells its node about
-// the first (store.add_refs; a put counts as one) and the last (store.remove_refs, which also
+// the first (store.add_refs; a put counts as one) and the last (a queued remove_ref, which also
 // unpins). Pins: the node keeps an object pinned for the process while views of it exist
 // (PinToken); a copy fetched from another node that nobody here reads may then be evicted.
 #pragma once
@@ -19,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -73,6 +82,8 @@ class ClientRuntime {
   void release(const ObjectId& id);
   // A PinToken was destroyed: the node may unpin the object for this process.
   void unpin(const ObjectId& id);
+  // Returns once the node has applied every put queued so far.
+  Status sync();
   StatusOr<objstore::proto::StoreStatsResponse> stats();
 
   const std::string& node_address() const { return node_address_; }
@@ -83,9 +94,30 @@ class ClientRuntime {
 
  private:
   explicit ClientRuntime(ClientOptions options) : options_(std::move(options)) {}
-  // A call to the node, waited for by spinning briefly, then sleeping.
+  // A call to the node (after what is queued), waited for by spinning briefly, then sleeping.
   template <typename Req, typename Resp>
   StatusOr<Resp> call(const char* method, const Req& request, std::chrono::milliseconds timeout);
+  // Starts a call after what is queued; `done` runs on the progress thread.
+  template <typename Req, typename Resp>
+  void call_async(const char* method, const Req& request, std::chrono::milliseconds timeout,
+                  std::function<void(StatusOr<Resp>)> done);
+
+  // What goes to the node, in order: a queued one-way operation, or a call to start.
+  struct Outgoing {
+    std::optional<objstore::proto::BatchOp> op;
+    std::function<void()> call;
+  };
+  void push(Outgoing item);
+  // On the progress thread: sends the outbox in order, consecutive operations as one batch.
+  void drain();
+  void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts);
+
+  // A small put into the arena.
+  Status put_in_arena(const ObjectId& id, size_t size,
+                      const std::function<void(std::span<std::byte>)>& write,
+                      std::chrono::milliseconds timeout);
+  // Queues one-way traffic for the node.
+  void enqueue(objstore::proto::BatchOp op);
 
   struct Entry {
     uint64_t refs = 0;
@@ -103,9 +135,28 @@ class ClientRuntime {
   std::string node_address_;
   std::string node_id_hex_;
   uint64_t max_inline_bytes_ = 0;
+  uint64_t arena_bytes_ = 0;  // 0: the node has arenas off; small puts use store.put_inline.
+  uint64_t alignment_ = 64;
 
   std::mutex mu_;
   std::unordered_map<ObjectId, Entry> entries_;
+
+  // The arena: [front, end) is room still free. Held across a whole small put, so that objects
+  // are announced in the order of their offsets. Taken before send_mu_.
+  std::mutex arena_mu_;
+  uint64_t arena_front_ = 0;
+  uint64_t arena_end_ = 0;
+
+  // Everything sent to the node goes through the outbox, in order, and leaves it on the
+  // progress thread. send_mu_ is held only briefly.
+  std::mutex send_mu_;
+  std::deque<Outgoing> outbox_;
+  bool drain_posted_ = false;             // A drain of the outbox is posted to the progress thread.
+  bool batch_in_flight_ = false;          // Sent, not answered yet.
+  bool closed_ = false;                   // Shutting down: nothing more is sent.
+  uint64_t puts_queued_ = 0;              // Arena puts queued, since the start (under send_mu_)...
+  uint64_t puts_sent_ = 0;                // ...sent (under send_mu_)...
+  std::atomic<uint64_t> puts_synced_{0};  // ...and applied by the node, at least.
 };
 
 }  // namespace halo::internal

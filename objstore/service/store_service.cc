@@ -75,7 +75,10 @@ StatusOr<std::unique_ptr<StoreService>> StoreService::start(
       [self](std::function<void()> fn) { self->post(std::move(fn)); },
       [self](const ObjectId& id, uint64_t size, Clock::time_point deadline,
              std::function<void(StatusOr<Placement>)> done) {
-        self->reserve(id, size, kNodeClient, CopyKind::kSecondary, deadline, std::move(done));
+        ObjectStore* store = self->store_.get();
+        self->reserve([store, id,
+                       size] { return store->create(id, size, kNodeClient, CopyKind::kSecondary); },
+                      deadline, std::move(done));
       },
       [self](const ObjectId& id, const Status& outcome) { self->sealed(id, outcome); });
   service->store_->set_space_listener(
@@ -168,6 +171,9 @@ Status StoreService::install_handlers() {
   HALO_STORE_METHOD("store.create", CreateRequest, CreateResponse, handle_create);
   HALO_STORE_METHOD("store.seal", SealRequest, SealResponse, handle_seal);
   HALO_STORE_METHOD("store.put_inline", PutInlineRequest, PutInlineResponse, handle_put_inline);
+  HALO_STORE_METHOD("store.reserve_arena", ReserveArenaRequest, ReserveArenaResponse,
+                    handle_reserve_arena);
+  HALO_STORE_METHOD("store.batch", StoreBatchRequest, StoreBatchResponse, handle_batch);
   HALO_STORE_METHOD("store.get", GetRequest, GetResponse, handle_get);
   HALO_STORE_METHOD("store.wait", WaitRequest, WaitResponse, handle_wait);
   HALO_STORE_METHOD("store.release", ReleaseRequest, ReleaseResponse, handle_release);
@@ -201,6 +207,8 @@ void StoreService::handle_connect(const proto::StoreConnectRequest& request,
   response.set_segment_fd(store_->segment().fd());
   response.set_segment_size(store_->segment().size());
   response.set_max_inline_bytes(config_.max_inline_bytes);
+  response.set_arena_bytes(config_.small_object_arena_bytes);
+  response.set_alignment(store_->options().alignment);
   reply.respond(std::move(response));
 }
 
@@ -209,9 +217,15 @@ void StoreService::handle_create(const proto::CreateRequest& request,
   auto id = object_id_of(request.object_id());
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
-  reserve(*id, request.size(), client, CopyKind::kPrimary, deadline_after(request.timeout_ms()),
+  reserve([this, id = *id, size = request.size(),
+           client] { return store_->create(id, size, client, CopyKind::kPrimary); },
+          deadline_after(request.timeout_ms()),
           [this, id = *id, client, reply](StatusOr<Placement> placement) {
             if (!placement.ok()) return reply.respond(placement.status());
+            if (!connected(client)) {
+              (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
+              return;
+            }
             unsealed_[id] = client;
             refs_->created(id, client);
             referenced_ = refs_->size();
@@ -243,9 +257,15 @@ void StoreService::handle_put_inline(const proto::PutInlineRequest& request,
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
   auto data = std::make_shared<std::string>(request.data());
-  reserve(*id, data->size(), client, CopyKind::kPrimary, deadline_after(request.timeout_ms()),
+  reserve([this, id = *id, size = data->size(),
+           client] { return store_->create(id, size, client, CopyKind::kPrimary); },
+          deadline_after(request.timeout_ms()),
           [this, id = *id, client, data, reply](StatusOr<Placement> placement) {
             if (!placement.ok()) return reply.respond(placement.status());
+            if (!connected(client)) {
+              (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
+              return;
+            }
             if (!data->empty()) {
               std::memcpy(store_->segment().data() + placement->offset, data->data(), data->size());
             }
@@ -256,6 +276,89 @@ void StoreService::handle_put_inline(const proto::PutInlineRequest& request,
             sealed(id, Status());
             reply.respond(proto::PutInlineResponse());
           });
+}
+
+void StoreService::handle_reserve_arena(const proto::ReserveArenaRequest& request,
+                                        RpcResponder<proto::ReserveArenaResponse> reply) {
+  if (config_.small_object_arena_bytes == 0) {
+    return reply.respond(failed_precondition_error(
+        "arenas are off on this node (--small-object-arena-bytes=0): use store.put_inline"));
+  }
+  if (request.size() == 0 || request.size() > config_.small_object_arena_bytes) {
+    return reply.respond(invalid_argument_error(
+        str_cat("an arena of ", request.size(), " bytes: it must be from 1 to ",
+                config_.small_object_arena_bytes, " bytes (--small-object-arena-bytes)")));
+  }
+  const ClientId client = client_of(reply.context().peer());
+  reserve([this, client, size = request.size()] { return store_->reserve_arena(client, size); },
+          deadline_after(request.timeout_ms()),
+          [this, client, reply](StatusOr<Placement> placement) {
+            if (!placement.ok()) return reply.respond(placement.status());
+            if (!connected(client)) return store_->client_gone(client);
+            proto::ReserveArenaResponse response;
+            response.set_offset(placement->offset);
+            response.set_size(placement->size);
+            reply.respond(std::move(response));
+          });
+}
+
+void StoreService::handle_batch(const proto::StoreBatchRequest& request,
+                                RpcResponder<proto::StoreBatchResponse> reply) {
+  const ClientId client = client_of(reply.context().peer());
+  proto::StoreBatchResponse response;
+  auto refuse = [&response](const Status& why) {
+    if (response.refused() == 0) response.set_first_error(why.to_string());
+    response.set_refused(response.refused() + 1);
+  };
+  for (const proto::BatchOp& op : request.ops()) {
+    switch (op.op_case()) {
+      case proto::BatchOp::kArenaPut: {
+        const proto::ArenaPut& put = op.arena_put();
+        auto id = object_id_of(put.object_id());
+        if (!id.ok()) {
+          refuse(id.status());
+          break;
+        }
+        auto placed = store_->seal_in_arena(*id, client, put.offset(), put.size());
+        if (!placed.ok()) {
+          refuse(placed.status());
+          break;
+        }
+        refs_->created(*id, client);
+        sealed(*id, Status());
+        break;
+      }
+      case proto::BatchOp::kRemoveRef: {
+        auto id = object_id_of(op.remove_ref().object_id());
+        if (!id.ok()) {
+          refuse(id.status());
+          break;
+        }
+        while (store_->unpin(*id, client).ok()) {
+        }
+        apply(refs_->remove_refs(client, {*id}));
+        break;
+      }
+      case proto::BatchOp::kRelease: {
+        auto id = object_id_of(op.release());
+        if (!id.ok()) {
+          refuse(id.status());
+          break;
+        }
+        (void)store_->unpin(*id, client);
+        break;
+      }
+      case proto::BatchOp::OP_NOT_SET:
+        refuse(invalid_argument_error("an empty batch operation"));
+        break;
+    }
+  }
+  referenced_ = refs_->size();
+  if (response.refused() > 0) {
+    log::warn("store client {}: {} of {} batched operations refused; first: {}", client,
+              response.refused(), request.ops_size(), response.first_error());
+  }
+  reply.respond(std::move(response));
 }
 
 void StoreService::handle_get(const proto::GetRequest& request,
@@ -416,6 +519,7 @@ proto::StoreStatsResponse StoreService::stats() const {
   response.set_fetches(fetcher_->fetches());
   response.set_fetched_bytes(fetcher_->fetched_bytes());
   response.set_segment(store_->segment().describe());
+  response.set_arena_bytes(s.arena_bytes);
   return response;
 }
 
@@ -512,19 +616,15 @@ void StoreService::handle_unborrow(const proto::BorrowRequest& request,
 
 // ---- Room, readiness and deadlines --------------------------------------------------------------
 
-void StoreService::reserve(const ObjectId& id, uint64_t size, ClientId creator, CopyKind kind,
-                           Clock::time_point deadline,
+void StoreService::reserve(Attempt attempt, Clock::time_point deadline,
                            std::function<void(StatusOr<Placement>)> done) {
-  StatusOr<Placement> placement = store_->create(id, size, creator, kind);
+  StatusOr<Placement> placement = attempt();
   if (placement.ok() || placement.status().code() != StatusCode::kResourceExhausted ||
       Clock::now() >= deadline) {
     return done(std::move(placement));
   }
   auto waiter = std::make_shared<SpaceWaiter>();
-  waiter->id = id;
-  waiter->size = size;
-  waiter->creator = creator;
-  waiter->kind = kind;
+  waiter->attempt = std::move(attempt);
   waiter->done = std::move(done);
   waiter->deadline_id = add_deadline(deadline, [this, waiter, why = placement.status()] {
     auto it = std::find(space_waiters_.begin(), space_waiters_.end(), waiter);
@@ -539,8 +639,7 @@ void StoreService::retry_space_waiters() {
   // In arrival order; one that still does not fit does not hold back smaller ones behind it.
   for (auto it = space_waiters_.begin(); it != space_waiters_.end();) {
     std::shared_ptr<SpaceWaiter> waiter = *it;
-    StatusOr<Placement> placement =
-        store_->create(waiter->id, waiter->size, waiter->creator, waiter->kind);
+    StatusOr<Placement> placement = waiter->attempt();
     if (!placement.ok() && placement.status().code() == StatusCode::kResourceExhausted) {
       ++it;
       continue;
@@ -549,6 +648,10 @@ void StoreService::retry_space_waiters() {
     cancel_deadline(waiter->deadline_id);
     waiter->done(std::move(placement));
   }
+}
+
+bool StoreService::connected(ClientId client) const {
+  return client >= kFirstClient && clients_.contains(client - kFirstClient);
 }
 
 void StoreService::pin_when_ready(const ObjectId& id, const std::string& owner_address,

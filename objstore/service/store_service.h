@@ -1,6 +1,7 @@
 // The object store's face in a node daemon (docs/objstore.md): the store itself (a
 // shared-memory segment registered once with the transport), the RPC methods local clients
-// call ("store.*": connect, create/seal, put_inline, get, wait, references, stats) and those
+// call ("store.*": connect, create/seal, put_inline, arenas and batches, get, wait, references,
+// stats) and those
 // other node daemons call ("peer.*": lookup, pull, borrow). It fetches objects owned by other
 // nodes (ObjectFetcher), decides with the RefTable when objects are freed, and cleans up after
 // a client or a peer node that goes away.
@@ -93,6 +94,10 @@ class StoreService {
                    transport::RpcResponder<proto::SealResponse> reply);
   void handle_put_inline(const proto::PutInlineRequest& request,
                          transport::RpcResponder<proto::PutInlineResponse> reply);
+  void handle_reserve_arena(const proto::ReserveArenaRequest& request,
+                            transport::RpcResponder<proto::ReserveArenaResponse> reply);
+  void handle_batch(const proto::StoreBatchRequest& request,
+                    transport::RpcResponder<proto::StoreBatchResponse> reply);
   void handle_get(const proto::GetRequest& request,
                   transport::RpcResponder<proto::GetResponse> reply);
   void handle_wait(const proto::WaitRequest& request,
@@ -115,10 +120,12 @@ class StoreService {
   void handle_unborrow(const proto::BorrowRequest& request,
                        transport::RpcResponder<proto::BorrowResponse> reply);
 
-  // Reserves room for a new object, waiting for space until `deadline` when the store is full
-  // now but the object could fit later.
-  void reserve(const ObjectId& id, uint64_t size, ClientId creator, CopyKind kind,
-               Clock::time_point deadline, std::function<void(StatusOr<Placement>)> done);
+  // Reserves room with `attempt` (a store create or arena), trying again whenever space is
+  // freed until `deadline` while it answers RESOURCE_EXHAUSTED (full now, could fit later).
+  using Attempt = std::function<StatusOr<Placement>()>;
+  void reserve(Attempt attempt, Clock::time_point deadline,
+               std::function<void(StatusOr<Placement>)> done);
+  bool connected(ClientId client) const;
   void retry_space_waiters();
 
   // Pins `id` for `client` once it is sealed here: waits for a local creator to seal it,
@@ -161,10 +168,7 @@ class StoreService {
   // Waiters for an object's seal, and puts waiting for room.
   std::unordered_map<ObjectId, std::vector<std::function<void(Status)>>> seal_waiters_;
   struct SpaceWaiter {
-    ObjectId id;
-    uint64_t size;
-    ClientId creator;
-    CopyKind kind;
+    Attempt attempt;
     uint64_t deadline_id;
     std::function<void(StatusOr<Placement>)> done;
   };

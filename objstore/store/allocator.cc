@@ -69,6 +69,17 @@ void Allocator::free(uint64_t offset) {
   add_free(start, size);
 }
 
+void Allocator::split(uint64_t offset, uint64_t first_size) {
+  auto live = allocated_.find(offset);
+  if (live == allocated_.end()) die("split of an offset that is not an allocated block:", offset);
+  if (first_size == 0 || first_size % alignment_ != 0 || first_size >= live->second) {
+    die("split with a first part that is not a smaller multiple of the alignment:", first_size);
+  }
+  const uint64_t rest = live->second - first_size;
+  live->second = first_size;
+  allocated_.emplace(offset + first_size, rest);
+}
+
 uint64_t Allocator::largest_free_block() const {
   return free_by_size_.empty() ? 0 : free_by_size_.rbegin()->first;
 }

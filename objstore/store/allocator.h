@@ -45,6 +45,10 @@ class Allocator {
   std::optional<uint64_t> allocate(uint64_t size);
   // Returns the block at `offset` (as allocate() gave it) to the free space.
   void free(uint64_t offset);
+  // Cuts the live block at `offset` in two live blocks: its first `first_size` bytes (a
+  // multiple of the alignment, less than the block) at `offset`, the rest right after; each
+  // is freed on its own. Used for client arenas, whose objects are carved off their front.
+  void split(uint64_t offset, uint64_t first_size);
 
   uint64_t capacity() const { return capacity_; }
   uint64_t alignment() const { return alignment_; }

@@ -125,10 +125,71 @@ StatusOr<Placement> ObjectStore::create(ObjectId id, uint64_t size, ClientId cre
                 "--object-store-memory or split the object"));
   }
   const Room room = make_room_locked(size);
-  if (!room.offset) return room_error_locked(id, size, room.bytes_being_spilled, "creating");
+  if (!room.offset)
+    return room_error_locked(str_cat("creating object ", id.to_hex()), size,
+                             room.bytes_being_spilled);
   table_.add(id, size, *room.offset, creator, kind);
   object_bytes_ += size;
   return Placement{*room.offset, size};
+}
+
+StatusOr<Placement> ObjectStore::reserve_arena(ClientId client, uint64_t size) {
+  Section section(*this);
+  if (size > options_.capacity_bytes) {
+    return out_of_range_error(str_cat("an arena of ", size, " bytes is more than the whole object ",
+                                      "store holds (", options_.capacity_bytes, " bytes)"));
+  }
+  release_arena_locked(client);
+  const Room room = make_room_locked(size);
+  if (!room.offset) {
+    return room_error_locked(str_cat("reserving room for the small objects of client ", client),
+                             size, room.bytes_being_spilled);
+  }
+  const uint64_t block = allocator_.block_size(*room.offset);
+  arenas_[client] = Arena{*room.offset, *room.offset + block};
+  arena_bytes_ += block;
+  return Placement{*room.offset, block};
+}
+
+StatusOr<Placement> ObjectStore::seal_in_arena(ObjectId id, ClientId client, uint64_t offset,
+                                               uint64_t size) {
+  Section section(*this);
+  auto arena = arenas_.find(client);
+  if (arena == arenas_.end()) {
+    return invalid_argument_error(str_cat("object ", id.to_hex(), " claims to be in an arena of ",
+                                          "client ", client, ", which has none"));
+  }
+  Arena& a = arena->second;
+  const uint64_t block = allocator_.rounded_size(size);
+  if (offset != a.front || block > a.end - a.front) {
+    return invalid_argument_error(str_cat("object ", id.to_hex(), " (", size, " bytes at offset ",
+                                          offset, ") is not at the front of the arena of client ",
+                                          client, " (offset ", a.front, ", ", a.end - a.front,
+                                          " bytes left)"));
+  }
+  if (const ObjectEntry* existing = table_.find(id)) {
+    return already_exists_error(str_cat("object ", id.to_hex(),
+                                        " is already in this node's store (",
+                                        object_state_name(existing->state), ")"));
+  }
+  if (block < a.end - a.front) allocator_.split(a.front, block);
+  ObjectEntry& entry = table_.add(id, size, a.front, client, CopyKind::kPrimary);
+  table_.set_state(entry, ObjectState::kSealed);
+  update_evictable_locked(entry);
+  object_bytes_ += size;
+  arena_bytes_ -= block;
+  a.front += block;
+  if (a.front == a.end) arenas_.erase(arena);
+  return Placement{offset, size};
+}
+
+void ObjectStore::release_arena_locked(ClientId client) {
+  auto arena = arenas_.find(client);
+  if (arena == arenas_.end()) return;
+  allocator_.free(arena->second.front);
+  arena_bytes_ -= arena->second.end - arena->second.front;
+  arenas_.erase(arena);
+  space_freed_ = true;
 }
 
 Status ObjectStore::seal(ObjectId id) {
@@ -223,6 +284,7 @@ Status ObjectStore::remove(ObjectId id) {
 
 void ObjectStore::client_gone(ClientId client) {
   Section section(*this);
+  release_arena_locked(client);
   for (const ObjectId& id : table_.objects_of(client)) {
     ObjectEntry* entry = table_.find(id);
     if (entry->state == ObjectState::kCreated && entry->creator == client) {
@@ -284,6 +346,7 @@ StoreStats ObjectStore::stats() const {
   StoreStats stats;
   stats.capacity = options_.capacity_bytes;
   stats.used = allocator_.used();
+  stats.arena_bytes = arena_bytes_;
   stats.object_bytes = object_bytes_;
   stats.largest_free_block = allocator_.largest_free_block();
   stats.objects = table_.size();
@@ -374,8 +437,8 @@ void ObjectStore::after_unpin_locked(ObjectEntry& entry) {
   }
 }
 
-Status ObjectStore::room_error_locked(const ObjectId& id, uint64_t size,
-                                      uint64_t bytes_being_spilled, std::string_view what) const {
+Status ObjectStore::room_error_locked(std::string_view what, uint64_t size,
+                                      uint64_t bytes_being_spilled) const {
   const uint64_t free_bytes = allocator_.capacity() - allocator_.used();
   std::string next;
   if (bytes_being_spilled > 0) {
@@ -391,8 +454,8 @@ Status ObjectStore::room_error_locked(const ObjectId& id, uint64_t size,
         "--object-store-memory";
   }
   return resource_exhausted_error(
-      str_cat("object store full ", what, " object ", id.to_hex(), ": it needs ", size, " bytes (",
-              format_bytes(size), "), ", free_bytes, " bytes are free (largest free block ",
+      str_cat("object store full ", what, ": it needs ", size, " bytes (", format_bytes(size),
+              "), ", free_bytes, " bytes are free (largest free block ",
               allocator_.largest_free_block(), ") of ", options_.capacity_bytes, "; ", next));
 }
 
@@ -474,7 +537,8 @@ void ObjectStore::restore_job(ObjectId id, int attempt, bool stopping) {
         spill_thread_.post([this, id, attempt](bool stop) { restore_job(id, attempt + 1, stop); });
         return;
       } else {
-        answer = room_error_locked(id, entry->size, room.bytes_being_spilled, "restoring");
+        answer = room_error_locked(str_cat("restoring object ", id.to_hex()), entry->size,
+                                   room.bytes_being_spilled);
       }
     }
     if (!reading) waiters = take_restore_waiters_locked(id);

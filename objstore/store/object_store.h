@@ -80,7 +80,8 @@ struct StoreOptions {
 
 struct StoreStats {
   uint64_t capacity = 0;            // capacity_bytes.
-  uint64_t used = 0;                // Bytes in allocated blocks, alignment padding included.
+  uint64_t used = 0;                // Bytes in allocated blocks, alignment padding included,
+  uint64_t arena_bytes = 0;         // ...of which in client arenas, not holding objects yet.
   uint64_t object_bytes = 0;        // Sum of the sizes of the objects whose bytes are in memory.
   uint64_t largest_free_block = 0;  // The largest object that fits now without eviction.
   uint64_t objects = 0;             // Objects in the table, in any state.
@@ -143,6 +144,20 @@ class ObjectStore {
   // NOT_FOUND if unknown; calling it again is OK.
   Status remove(ObjectId id);
 
+  // Arenas: room a client reserves once for many small objects. It writes each object in
+  // place at the arena's front and announces it afterwards with seal_in_arena, which carves
+  // the object off the front as a sealed primary copy of its own (freed on its own), so a
+  // small put needs no round trip. A client has at most one arena; what it leaves unused goes
+  // back with its next arena or when it goes away.
+  //
+  // Reserves an arena of `size` bytes for `client`, giving back the rest of its previous one.
+  // Errors as create(): OUT_OF_RANGE, RESOURCE_EXHAUSTED.
+  StatusOr<Placement> reserve_arena(ClientId client, uint64_t size);
+  // Object `id` of `size` bytes, written by `client` at `offset`: carved off the client's
+  // arena, sealed. INVALID_ARGUMENT if the client has no arena, `offset` is not its front, or
+  // the object does not fit in what is left; ALREADY_EXISTS for a known id.
+  StatusOr<Placement> seal_in_arena(ObjectId id, ClientId client, uint64_t offset, uint64_t size);
+
   // A client went away: aborts the unsealed objects it created and drops all its pins.
   void client_gone(ClientId client);
 
@@ -183,8 +198,9 @@ class ObjectStore {
   void drop_locked(ObjectEntry& entry);
   void update_evictable_locked(ObjectEntry& entry);
   void after_unpin_locked(ObjectEntry& entry);
-  Status room_error_locked(const ObjectId& id, uint64_t size, uint64_t bytes_being_spilled,
-                           std::string_view what) const;
+  Status room_error_locked(std::string_view what, uint64_t size,
+                           uint64_t bytes_being_spilled) const;
+  void release_arena_locked(ClientId client);
   std::vector<std::function<void(Status)>> take_restore_waiters_locked(const ObjectId& id);
   void answer_later(std::function<void(Status)> done, Status status);
 
@@ -201,6 +217,13 @@ class ObjectStore {
   std::unordered_map<ObjectId, std::vector<std::function<void(Status)>>> restore_waiters_;
   std::function<void()> space_listener_;
   bool space_freed_ = false;  // Memory was freed in the current section.
+  // A client's arena: [front, end) is one allocated block, the room not used yet.
+  struct Arena {
+    uint64_t front = 0;
+    uint64_t end = 0;
+  };
+  std::unordered_map<ClientId, Arena> arenas_;
+  uint64_t arena_bytes_ = 0;
   uint64_t object_bytes_ = 0;
   uint64_t bytes_being_spilled_ = 0;  // Blocks of the objects queued or being written.
   uint64_t evictions_ = 0;

@@ -33,8 +33,13 @@ class ObjectRef {
   const std::string& owner_address() const { return state_->owner_address(); }
   bool empty() const { return state_ == nullptr; }
 
-  // The wire form: 16 id bytes followed by the owner address.
-  std::string binary() const { return id().binary() + owner_address(); }
+  // The wire form: 16 id bytes followed by the owner address. Needs halo::init(): it first
+  // makes sure the node has applied this process's puts (they are announced to it in batches),
+  // so that the receiver finds the object.
+  std::string binary() const {
+    internal::publish_refs();
+    return id().binary() + owner_address();
+  }
   // Adopts a reference another process sent; needs halo::init() first. Throws halo::Error for
   // bytes that are not a reference.
   static ObjectRef from_binary(std::string_view bytes) {

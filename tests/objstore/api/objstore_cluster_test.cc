@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,27 @@ TEST_F(ObjectStoreCluster, PutIntoAFullStoreWaitsForRoomAndSucceedsWhenSomeIsFre
   first.release();
   auto stored = waiting->wait_for_line("REF ", 30s);
   EXPECT_TRUE(stored.ok()) << stored.status() << "\n" << waiting->output_text();
+}
+
+TEST_F(ObjectStoreCluster, SmallPutsFillTheStoreToAClearErrorAndTheirRoomComesBack) {
+  start(1);
+  auto empty = on(0).usage();
+  std::string line = on(0).run({"fill-small", "64"}, "FILLED ");
+  // 64 bytes and the value's header take 128 bytes of store: nearly all of it is usable.
+  std::istringstream in(line.substr(7));
+  size_t filled = 0;
+  in >> filled;
+  EXPECT_GT(filled, kStoreBytes / 128 * 9 / 10) << line;
+  EXPECT_NE(line.find("--object-store-memory"), std::string::npos) << line;
+  EXPECT_TRUE(wait_for([&] { return on(0).usage() == empty; }, 20s))
+      << "used " << on(0).usage().first << ", empty " << empty.first;
+
+  // A process killed right after small puts leaves neither objects nor its arena behind.
+  StoreClient::Put p = on(0).put(100, 3);
+  EXPECT_GT(on(0).usage().first, empty.first);
+  (void)p.holder->kill();
+  EXPECT_TRUE(wait_for([&] { return on(0).usage() == empty; }, 20s))
+      << "used " << on(0).usage().first << ", empty " << empty.first;
 }
 
 TEST_F(ObjectStoreCluster, PutLargerThanTheStoreFailsAtOnceWithAClearError) {

@@ -14,6 +14,9 @@
 //   objstore_tool roundtrip SIZE...     embedded or joined: puts and gets each size, checks it,
 //                                       then checks values of several C++ types; "ROUNDTRIP OK"
 //   objstore_tool too-big SIZE          prints "FULL <message>" when the put is refused
+//   objstore_tool fill-small SIZE       puts objects of SIZE bytes, keeping them, until the store
+//                                       is full; checks some, drops them all, puts once more;
+//                                       prints "FILLED <objects> <the full error>"
 //   objstore_tool wait NUM TIMEOUT_MS REF...   prints "READY <0|1> <0|1> ..." for each REF
 //   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
 //                                       its view, then reads the first again; prints
@@ -172,6 +175,27 @@ int run(int argc, char** argv) {
     } catch (const halo::ObjectStoreFullError& e) {
       std::printf("FULL %s\n", e.what());
     }
+    return 0;
+  }
+  if (cmd == "fill-small" && argc == 3) {
+    const size_t size = std::stoull(argv[2]);
+    std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
+    std::string full = "never full";
+    try {
+      for (uint64_t i = 0;; ++i) refs.push_back(halo::put(pattern(size, i), {.timeout = 200ms}));
+    } catch (const halo::ObjectStoreFullError& e) {
+      full = e.what();
+    }
+    for (size_t i = 0; i < refs.size(); i += 97) {
+      if (checksum(halo::get(refs[i], 60s).span()) != checksum(pattern(size, i))) {
+        std::printf("BADSUM object %zu\n", i);
+        return 1;
+      }
+    }
+    const size_t filled = refs.size();
+    refs.clear();
+    halo::put(pattern(size, 0), {.timeout = 30s});  // Room again once the references went.
+    std::printf("FILLED %zu %s\n", filled, full.c_str());
     return 0;
   }
   if (cmd == "wait" && argc >= 5) {

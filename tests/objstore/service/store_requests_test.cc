@@ -151,6 +151,84 @@ TEST_F(StoreRequests, SealByAnotherClientThanTheCreatorIsRefused) {
       20s));
 }
 
+TEST_F(StoreRequests, ArenaAnnouncementsOutOfPlaceAreRefusedAndAClosedClientsArenaIsFreed) {
+  proto::StoreBatchRequest no_arena;
+  proto::ArenaPut* put = no_arena.add_ops()->mutable_arena_put();
+  put->set_object_id(ObjectId::random().binary());
+  put->set_size(64);
+  auto refused = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", no_arena);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->refused(), 1u);
+  EXPECT_NE(refused->first_error().find("has none"), std::string::npos) << refused->first_error();
+
+  proto::ReserveArenaRequest too_big;
+  too_big.set_size(64ull << 20);
+  auto r1 =
+      call<proto::ReserveArenaRequest, proto::ReserveArenaResponse>("store.reserve_arena", too_big);
+  EXPECT_EQ(r1.status().code(), StatusCode::kInvalidArgument) << r1.status();
+  EXPECT_NE(r1.status().message().find("--small-object-arena-bytes"), std::string_view::npos);
+
+  proto::ReserveArenaRequest reserve;
+  reserve.set_size(64 << 10);
+  auto arena =
+      call<proto::ReserveArenaRequest, proto::ReserveArenaResponse>("store.reserve_arena", reserve);
+  ASSERT_TRUE(arena.ok()) << arena.status();
+  EXPECT_EQ(arena->size(), 64u << 10);
+  EXPECT_EQ(stats().arena_bytes(), 64u << 10);
+
+  // One good announcement among bad ones: a garbage id, one past the front, an empty op.
+  proto::StoreBatchRequest batch;
+  batch.add_ops()->mutable_arena_put()->set_object_id("short");
+  proto::ArenaPut* skipped = batch.add_ops()->mutable_arena_put();
+  skipped->set_object_id(ObjectId::random().binary());
+  skipped->set_offset(arena->offset() + 64);
+  skipped->set_size(10);
+  const ObjectId good = ObjectId::random();
+  proto::ArenaPut* first = batch.add_ops()->mutable_arena_put();
+  first->set_object_id(good.binary());
+  first->set_offset(arena->offset());
+  first->set_size(100);
+  batch.add_ops();
+  auto applied = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", batch);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->refused(), 3u) << applied->first_error();
+  EXPECT_EQ(stats().objects(), 1u);
+  EXPECT_EQ(stats().referenced_objects(), 1u);
+
+  // The object is a sealed object like any other: readable by another client.
+  auto other = transport_->connect(address_, 10s);
+  ASSERT_TRUE(other.ok()) << other.status();
+  proto::GetRequest get;
+  get.add_refs()->set_object_id(good.binary());
+  get.set_timeout_ms(5000);
+  auto got = rpc_->client()
+                 .call<proto::GetRequest, proto::GetResponse>(*other, "store.get", get, 10s)
+                 .get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->objects_size(), 1);
+  EXPECT_EQ(got->objects(0).code(), 0) << got->objects(0).message();
+  EXPECT_EQ(got->objects(0).offset(), arena->offset());
+  EXPECT_EQ(got->objects(0).size(), 100u);
+
+  // The creator goes: its reference and the rest of its arena go with it; the other client's
+  // pin goes when it closes too.
+  peer_->close();
+  (*other)->close();
+  auto watcher = transport_->connect(address_, 10s);
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  StatusOr<proto::StoreStatsResponse> last = internal_error("not read");
+  EXPECT_TRUE(wait_for(
+      [&] {
+        last = rpc_->client()
+                   .call<proto::StoreStatsRequest, proto::StoreStatsResponse>(
+                       *watcher, "store.stats", {}, 10s)
+                   .get();
+        return last.ok() && last->used_bytes() == 0 && last->objects() == 0;
+      },
+      20s))
+      << (last.ok() ? last->DebugString() : last.status().to_string());
+}
+
 TEST_F(StoreRequests, ClientWithTheWrongSecretIsRefused) {
   auto wrong = transport::Transport::create(transport::TransportConfig(), std::string(64, 'x'));
   ASSERT_TRUE(wrong.ok()) << wrong.status();

@@ -247,6 +247,33 @@ TEST(Allocator, MeasuredFragmentationUnderChurn) {
   RecordProperty("random_fragmentation_failures", scattered.fragmentation_failures);
 }
 
+TEST(Allocator, SplitBlocksAreFreedOnTheirOwnAndCoalesceBack) {
+  Allocator allocator(16 * kA);
+  const uint64_t arena = *allocator.allocate(8 * kA);
+  allocator.split(arena, kA);           // [a, a+1) and [a+1, a+8)
+  allocator.split(arena + kA, 2 * kA);  // [a+1, a+3) and [a+3, a+8)
+  EXPECT_EQ(allocator.allocated_blocks(), 3u);
+  EXPECT_EQ(allocator.used(), 8 * kA) << "a split moves no byte in or out of use";
+  EXPECT_EQ(allocator.block_size(arena), kA);
+  EXPECT_EQ(allocator.block_size(arena + kA), 2 * kA);
+  EXPECT_EQ(allocator.block_size(arena + 3 * kA), 5 * kA);
+  allocator.free(arena + kA);
+  EXPECT_EQ(allocator.used(), 6 * kA);
+  allocator.free(arena + 3 * kA);
+  allocator.free(arena);
+  EXPECT_EQ(allocator.used(), 0u);
+  EXPECT_EQ(allocator.free_blocks(), 1u);
+  EXPECT_EQ(allocator.largest_free_block(), 16 * kA);
+}
+
+TEST(AllocatorDeathTest, SplitThatLeavesNoSecondPartAborts) {
+  Allocator allocator(kA * 16);
+  const uint64_t offset = *allocator.allocate(2 * kA);
+  EXPECT_DEATH(allocator.split(offset, 2 * kA), "smaller multiple");
+  EXPECT_DEATH(allocator.split(offset, kA / 2), "smaller multiple");
+  EXPECT_DEATH(allocator.split(offset + kA, kA), "not an allocated block");
+}
+
 TEST(AllocatorDeathTest, DoubleFreeAborts) {
   Allocator allocator(kA * 16);
   const uint64_t offset = *allocator.allocate(100);

@@ -510,6 +510,102 @@ TEST_F(SpillingStore, APinTakenDuringTheSpillKeepsTheObjectInMemory) {
   ASSERT_TRUE(store_->unpin(ids_[0], kReader).ok());
 }
 
+// --- Arenas ------------------------------------------------------------------------------
+
+TEST(ObjectStore, ObjectsCarvedOffAnArenaAreSealedPrimariesFreedOnTheirOwn) {
+  auto store = make_store(1 << 20);
+  ASSERT_NE(store, nullptr);
+  auto arena = store->reserve_arena(kWriter, 64 * kKiB);
+  ASSERT_TRUE(arena.ok()) << arena.status();
+  EXPECT_EQ(store->stats().arena_bytes, 64 * kKiB);
+  uint64_t front = arena->offset;
+  std::vector<std::pair<ObjectId, uint64_t>> objects;
+  for (uint64_t size : {uint64_t{0}, uint64_t{1}, uint64_t{80}, uint64_t{5000}}) {
+    const ObjectId id = ObjectId::random();
+    fill_pattern(store->segment().data() + front, size, seed_of(id));
+    auto sealed = store->seal_in_arena(id, kWriter, front, size);
+    ASSERT_TRUE(sealed.ok()) << sealed.status();
+    EXPECT_EQ(sealed->offset, front);
+    auto info = store->info(id);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->state, ObjectState::kSealed);
+    EXPECT_EQ(info->kind, CopyKind::kPrimary);
+    front += size == 0 ? 64 : (size + 63) / 64 * 64;
+    objects.emplace_back(id, size);
+  }
+  EXPECT_EQ(store->stats().arena_bytes, arena->offset + 64 * kKiB - front);
+  for (const auto& [id, size] : objects) {
+    auto pinned = store->pin(id, kReader);
+    ASSERT_TRUE(pinned.ok()) << pinned.status();
+    EXPECT_EQ(test::checksum(store->segment().data() + pinned->offset, size),
+              expected_checksum(id, size));
+    ASSERT_TRUE(store->unpin(id, kReader).ok());
+  }
+  // Freed in any order, with the arena's rest still reserved; then the client goes.
+  ASSERT_TRUE(store->remove(objects[1].first).ok());
+  ASSERT_TRUE(store->remove(objects[3].first).ok());
+  ASSERT_TRUE(store->remove(objects[0].first).ok());
+  ASSERT_TRUE(store->remove(objects[2].first).ok());
+  EXPECT_EQ(store->stats().used, store->stats().arena_bytes);
+  store->client_gone(kWriter);
+  EXPECT_EQ(store->stats().used, 0u);
+  EXPECT_EQ(store->stats().arena_bytes, 0u);
+  EXPECT_EQ(store->stats().largest_free_block, 1u << 20) << "everything coalesced back";
+}
+
+TEST(ObjectStore, ArenaAnnouncementsOutOfPlaceAreRefused) {
+  auto store = make_store(1 << 20);
+  ASSERT_NE(store, nullptr);
+  const ObjectId id = ObjectId::random();
+  EXPECT_EQ(store->seal_in_arena(id, kWriter, 0, 64).status().code(), StatusCode::kInvalidArgument)
+      << "no arena";
+  auto arena = store->reserve_arena(kWriter, 4 * kKiB);
+  ASSERT_TRUE(arena.ok()) << arena.status();
+  EXPECT_EQ(store->seal_in_arena(id, kWriter, arena->offset + 64, 64).status().code(),
+            StatusCode::kInvalidArgument)
+      << "not the front";
+  EXPECT_EQ(store->seal_in_arena(id, kWriter, arena->offset, 4 * kKiB + 1).status().code(),
+            StatusCode::kInvalidArgument)
+      << "larger than the rest";
+  EXPECT_EQ(store->seal_in_arena(id, kReader, arena->offset, 64).status().code(),
+            StatusCode::kInvalidArgument)
+      << "another client's arena";
+  put(*store, id, 10);
+  EXPECT_EQ(store->seal_in_arena(id, kWriter, arena->offset, 64).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_FALSE(store->info(ObjectId::random()).has_value());
+  EXPECT_EQ(store->stats().arena_bytes, 4 * kKiB) << "refusals leave the arena as it was";
+}
+
+TEST(ObjectStore, ANewArenaGivesBackTheRestOfThePreviousOne) {
+  auto store = make_store(1 << 20);
+  ASSERT_NE(store, nullptr);
+  auto first = store->reserve_arena(kWriter, 8 * kKiB);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const ObjectId id = ObjectId::random();
+  ASSERT_TRUE(store->seal_in_arena(id, kWriter, first->offset, 100).ok());
+  auto second = store->reserve_arena(kWriter, 8 * kKiB);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(store->stats().arena_bytes, 8 * kKiB);
+  EXPECT_EQ(store->stats().used, 8 * kKiB + 128) << "the old arena's rest was freed";
+  EXPECT_EQ(store->reserve_arena(kWriter, 2 << 20).status().code(), StatusCode::kOutOfRange);
+}
+
+TEST(ObjectStore, ArenaInAFullStoreIsResourceExhaustedAndEvictsSecondariesFirst) {
+  auto store = make_store(64 * kKiB);
+  ASSERT_NE(store, nullptr);
+  const ObjectId primary = ObjectId::random(), secondary = ObjectId::random();
+  put(*store, primary, 32 * kKiB);
+  put(*store, secondary, 32 * kKiB, CopyKind::kSecondary);
+  auto arena = store->reserve_arena(kWriter, 16 * kKiB);
+  ASSERT_TRUE(arena.ok()) << arena.status();
+  EXPECT_FALSE(store->info(secondary).has_value()) << "the secondary copy made room";
+  auto refused = store->reserve_arena(kReader, 32 * kKiB);
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("small objects of client"), std::string::npos)
+      << refused.status();
+}
+
 TEST(ObjectStore, StatsAreExact) {
   TempDir dir;
   auto store = make_store(1 << 20, dir.path());

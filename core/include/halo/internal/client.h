@@ -59,6 +59,9 @@ std::vector<PinnedObject> get_objects(const std::vector<const RefState*>& refs,
 // Which objects are ready, once `num_ready` are or at the timeout.
 std::vector<bool> wait_objects(const std::vector<const RefState*>& refs, size_t num_ready,
                                std::chrono::milliseconds timeout);
+// Before a reference leaves the process (ObjectRef::binary()): waits until the node has
+// applied this process's puts, so that whoever receives the reference finds the object.
+void publish_refs();
 // A reference rebuilt from its wire form (another process's ObjectRef::binary()).
 std::shared_ptr<RefState> adopt_ref(ObjectId id, std::string owner_address);
 
