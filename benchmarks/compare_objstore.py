@@ -5,9 +5,11 @@ prints a table. Run through compare_objstore.sh.
 
   small_put_ops           64 B puts/s from one client, each reference dropped after its put
   small_put_ops_2clients  the same from two client processes at once, summed
-  small_get_ops           64 B gets/s of objects another client process put on the same node,
-                          first gets (each answered by the node); small_get_ops_cached: repeated
-                          gets of the same objects (answered inside the process)
+  small_get_ops           64 B gets/s as Ray's `ray microbenchmark` measures its "single client
+                          get calls (Plasma Store)": one value put by the client, got again and
+                          again (each view dropped); small_get_ops_first: first gets of objects
+                          another client process put on the same node (each answered by the
+                          node)
   put_bandwidth           put of 1 MiB .. 1 GiB (the client writes a std::vector<uint8_t> into
                           the store) against memcpy of it in the same process, alternating
   remote_get_bandwidth    get of an object held by another node, 1 MiB .. 256 MiB, on shm (two
@@ -338,39 +340,39 @@ def measure_small_put(args, cluster, clients):
                   clients=clients, refs="dropped after each put")]
 
 
-def measure_small_get(args, cluster, put_rate):
-    log(f"  small_get_ops: {SMALL_BYTES} B objects put by another client on the same node, "
-        f"{args.pairs} runs of {args.seconds} s (load {load1():.1f})")
-    # Enough objects for a run of first gets, each run in a fresh process, reading the same
-    # objects; by default three times what the puts managed in as long.
-    objects = args.small_get_objects or max(8192, int(3 * (put_rate or 50000) * args.seconds))
+def measure_small_get(args, cluster):
+    log(f"  small_get_ops: {SMALL_BYTES} B objects, {args.pairs} runs of {args.seconds} s "
+        f"(load {load1():.1f})")
+    # Enough objects for a run of first gets, each run in a fresh process reading the same
+    # objects (a run that uses them all up is flagged).
+    objects = args.small_get_objects or 200_000
     holder, refs_file = cluster.hold(0, objects, SMALL_BYTES, "small-get")
-    first, cached, exhausted = [], [], False
+    repeated, first, exhausted = [], [], False
     try:
         for i in range(args.pairs):
             # A new process each run: none of the objects has been read by it yet.
             lines = cluster.run_bench(0, "small_get", f"--refs_file={refs_file}",
                                       f"--seconds={args.seconds}")
             got = {l["mode"]: l for l in lines}
-            first.append(got["small_get"]["small_get_ops"])
-            cached.append(got["small_get_cached"]["small_get_ops_cached"])
-            exhausted = exhausted or got["small_get"]["exhausted"]
-            log(f"    run {i + 1}/{args.pairs}: first gets {first[-1]:,.0f}/s "
-                f"({got['small_get']['gets']} in {got['small_get']['seconds']:.2f} s), cached "
-                f"{cached[-1]:,.0f}/s")
+            repeated.append(got["small_get"]["small_get_ops"])
+            first.append(got["small_get_first"]["small_get_ops_first"])
+            exhausted = exhausted or got["small_get_first"]["exhausted"]
+            log(f"    run {i + 1}/{args.pairs}: gets of one value {repeated[-1]:,.0f}/s, first "
+                f"gets {first[-1]:,.0f}/s ({got['small_get_first']['gets']} in "
+                f"{got['small_get_first']['seconds']:.2f} s)")
     finally:
         cluster.release(holder)
     if exhausted:
         log(f"    note: a run used all {objects} objects before --seconds passed; raise "
             "--small-get-objects")
-    labels = dict(transport="shm", value_bytes=SMALL_BYTES, objects=objects,
-                  runs_shorter_than_seconds=exhausted)
-    return [alone("small_get_ops", first, "ops/s",
-                  what="first get of an object put by another process (store.get to the node)",
+    labels = dict(transport="shm", value_bytes=SMALL_BYTES)
+    return [alone("small_get_ops", repeated, "ops/s",
+                  what="gets of one value this process put, each view dropped before the next "
+                       "(Ray's 'single client get calls (Plasma Store)' loop)",
                   **labels),
-            alone("small_get_ops_cached", cached, "ops/s",
-                  what="repeated get of an object this process already reads (in-process)",
-                  **labels)]
+            alone("small_get_ops_first", first, "ops/s",
+                  what="first get of an object put by another process (store.get to the node)",
+                  objects=objects, runs_shorter_than_seconds=exhausted, **labels)]
 
 
 def measure_put_bandwidth(args, cluster, size):
@@ -461,7 +463,7 @@ def main():
     ap.add_argument("--links", default="shm,tcp-hosts", help="remote_get_bandwidth links")
     ap.add_argument("--small-get-objects", type=int, default=0,
                     help="objects put for small_get_ops (each run reads them in a new process); "
-                         "0: three times the small_put_ops rate times --seconds")
+                         "0: 200,000")
     ap.add_argument("--progress-mode", default=None,
                     help="progress mode of halo-gcs and halo-node (poll, event, hybrid); "
                          "default: theirs (halo-gcs event, halo-node hybrid)")
@@ -514,9 +516,7 @@ def main():
                     if "small_put_ops_2clients" in local:
                         done(measure_small_put(args, cluster, 2))
                     if "small_get_ops" in local:
-                        put_rate = next((r["halo"] for r in records
-                                         if r["metric"] == "small_put_ops"), None)
-                        done(measure_small_get(args, cluster, put_rate))
+                        done(measure_small_get(args, cluster))
                     for size in put_sizes:
                         done(measure_put_bandwidth(args, cluster, size))
                 if link in links:

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <utility>
@@ -52,8 +53,28 @@ objstore::proto::ObjectRefProto ref_proto(const RefState& ref) {
 
 }  // namespace
 
+// Bounds of the pin cache (see client_runtime.h).
+constexpr size_t kPinCacheObjects = 1024;
+constexpr uint64_t kPinCacheMaxBytes = 16 << 20;
+
 // A batch of queued one-way traffic holds at most this many operations.
 constexpr int kMaxBatchOps = 4096;
+// Released pins wait for company: they leave once this many are queued, or after this long.
+constexpr size_t kLazyReleases = 64;
+constexpr auto kReleaseDelay = std::chrono::milliseconds(2);
+
+ClientRuntime::ClientRuntime(ClientOptions options)
+    : options_(std::move(options)),
+      release_timer_(
+          [this](uint64_t) {
+            {
+              std::lock_guard lock(send_mu_);
+              release_timer_armed_ = false;
+              if (closed_) return;
+            }
+            transport_->run_on_progress_thread([this] { drain(true); });
+          },
+          std::chrono::milliseconds(100), [] {}) {}
 
 template <typename Req, typename Resp>
 void ClientRuntime::call_async(const char* method, const Req& request,
@@ -84,37 +105,73 @@ void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
 void ClientRuntime::push(Outgoing item) {
   std::lock_guard lock(send_mu_);
   if (closed_) return;
+  const bool release = item.op && item.op->has_release();
   if (item.op && item.op->has_arena_put()) ++puts_queued_;
   outbox_.push_back(std::move(item));
   if (drain_posted_) return;
+  if (release && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
   drain_posted_ = true;
-  transport_->run_on_progress_thread([this] { drain(); });
+  transport_->run_on_progress_thread([this] { drain(false); });
 }
 
-void ClientRuntime::drain() {
+void ClientRuntime::arm_release_timer_locked() {
+  if (release_timer_armed_) return;
+  release_timer_armed_ = true;
+  release_timer_.add(DeadlineTimer::Clock::now() + kReleaseDelay, 0);
+}
+
+void ClientRuntime::drain(bool all) {
   std::unique_lock lock(send_mu_);
   drain_posted_ = false;
   // A large message may be overtaken by a smaller one sent after it (the library receives it
   // in two steps), so a batch leaves only when the previous one is answered, and so do the
   // calls queued after it: each sees every operation queued before it applied.
-  while (!closed_ && !batch_in_flight_ && !outbox_.empty()) {
-    if (outbox_.front().call) {
-      std::function<void()> call = std::move(outbox_.front().call);
-      outbox_.pop_front();
+  //
+  // Released pins are the exception: pins count, so a call may be applied before them. A call
+  // queued behind nothing but released pins goes at once, even while a batch holding nothing
+  // but released pins is in flight (as when gets follow dropped views); and released pins
+  // alone wait until kLazyReleases of them are queued or kReleaseDelay has passed, so that
+  // they leave in batches.
+  while (!closed_ && !outbox_.empty()) {
+    if (batch_in_flight_ && !in_flight_releases_only_) break;
+    auto call = outbox_.end();
+    bool releases_only = true;
+    for (auto it = outbox_.begin(); it != outbox_.end(); ++it) {
+      if (it->call) {
+        call = it;
+        break;
+      }
+      if (!it->op->has_release()) {
+        releases_only = false;
+        break;
+      }
+    }
+    if (call != outbox_.end()) {
+      std::function<void()> start = std::move(call->call);
+      outbox_.erase(call);
       lock.unlock();
-      call();
+      start();
       lock.lock();
       continue;
     }
+    if (batch_in_flight_) break;
+    if (releases_only && !all && outbox_.size() < kLazyReleases) {
+      arm_release_timer_locked();
+      break;
+    }
     objstore::proto::StoreBatchRequest batch;
     uint64_t puts = puts_sent_;
+    bool batch_releases_only = true;
     while (!outbox_.empty() && !outbox_.front().call && batch.ops_size() < kMaxBatchOps) {
-      if (outbox_.front().op->has_arena_put()) ++puts;
+      const objstore::proto::BatchOp& op = *outbox_.front().op;
+      if (op.has_arena_put()) ++puts;
+      batch_releases_only = batch_releases_only && op.has_release();
       *batch.add_ops() = std::move(*outbox_.front().op);
       outbox_.pop_front();
     }
     puts_sent_ = puts;
     batch_in_flight_ = true;
+    in_flight_releases_only_ = batch_releases_only;
     lock.unlock();
     send_batch(std::move(batch), puts);
     lock.lock();
@@ -144,7 +201,7 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
           while (synced < puts && !puts_synced_.compare_exchange_weak(synced, puts)) {
           }
         }
-        drain();
+        drain(false);
       });
 }
 
@@ -179,6 +236,7 @@ StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::connect(ClientOptions op
       reinterpret_cast<const uint8_t*>(connected.node_id().data()), connected.node_id().size());
   rt->max_inline_bytes_ = connected.max_inline_bytes();
   rt->arena_bytes_ = connected.arena_bytes();
+  rt->pin_cache_bytes_ = std::min<uint64_t>(kPinCacheMaxBytes, connected.segment_size() / 16);
   if (connected.alignment() != 0) rt->alignment_ = connected.alignment();
   return rt;
 }
@@ -191,6 +249,7 @@ ClientRuntime::~ClientRuntime() {
     closed_ = true;
     outbox_.clear();
   }
+  release_timer_.stop();
   if (node_) node_->close();
   rpc_.reset();
   transport_.reset();
@@ -308,6 +367,7 @@ StatusOr<std::vector<PinnedObject>> ClientRuntime::get(const std::vector<const R
       auto it = entries_.find(refs[i]->id());
       if (it != entries_.end()) {
         if (auto pin = it->second.pin.lock()) {
+          touch_pin_locked(it->second);
           out[i] = {it->second.bytes, std::move(pin)};
           continue;
         }
@@ -351,6 +411,7 @@ StatusOr<std::vector<PinnedObject>> ClientRuntime::get(const std::vector<const R
     Entry& e = entries_[ref.id()];
     e.pin = pins[k];
     e.bytes = bytes;
+    if (bytes.size() <= max_inline_bytes_) keep_pin_locked(ref.id(), e);
   }
   return out;
 }
@@ -404,6 +465,7 @@ void ClientRuntime::release(const ObjectId& id) {
     auto it = entries_.find(id);
     if (it == entries_.end() || --it->second.refs > 0) return;
     owner = std::move(it->second.owner);
+    forget_pin_locked(it->second);
     entries_.erase(it);
   }
   // Nobody waits: the node frees what nobody references.
@@ -411,6 +473,34 @@ void ClientRuntime::release(const ObjectId& id) {
   op.mutable_remove_ref()->set_object_id(id.binary());
   op.mutable_remove_ref()->set_owner_address(std::move(owner));
   enqueue(std::move(op));
+}
+
+void ClientRuntime::keep_pin_locked(const ObjectId& id, Entry& entry) {
+  if (entry.kept) return touch_pin_locked(entry);
+  entry.kept = entry.pin.lock();
+  if (!entry.kept) return;
+  kept_lru_.push_front(id);
+  entry.kept_at = kept_lru_.begin();
+  kept_bytes_ += entry.bytes.size();
+  while (kept_lru_.size() > kPinCacheObjects || kept_bytes_ > pin_cache_bytes_) {
+    auto oldest = entries_.find(kept_lru_.back());
+    if (oldest == entries_.end()) {
+      kept_lru_.pop_back();  // Not reached: entries leave the list before they go.
+      continue;
+    }
+    forget_pin_locked(oldest->second);  // Its views, if any, keep the pin.
+  }
+}
+
+void ClientRuntime::touch_pin_locked(Entry& entry) {
+  if (entry.kept) kept_lru_.splice(kept_lru_.begin(), kept_lru_, entry.kept_at);
+}
+
+void ClientRuntime::forget_pin_locked(Entry& entry) {
+  if (!entry.kept) return;
+  kept_lru_.erase(entry.kept_at);
+  kept_bytes_ -= entry.bytes.size();
+  entry.kept.reset();
 }
 
 void ClientRuntime::unpin(const ObjectId& id) {

@@ -20,6 +20,9 @@
 // the first (store.add_refs; a put counts as one) and the last (a queued remove_ref, which also
 // unpins). Pins: the node keeps an object pinned for the process while views of it exist
 // (PinToken); a copy fetched from another node that nobody here reads may then be evicted.
+// The pin cache keeps the pins of the small objects read last a while longer, so that reading
+// one again is answered here (as halo's Ray-style benchmark loop of gets of one object is);
+// it is bounded so that what it keeps pinned stays a small share of the store.
 #pragma once
 
 #include <sys/types.h>
@@ -28,6 +31,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -36,6 +40,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "halo/base/deadline_timer.h"
 #include "halo/base/ids.h"
 #include "halo/base/status.h"
 #include "halo/internal/client.h"
@@ -93,7 +98,7 @@ class ClientRuntime {
   const transport::TransportConfig& transport_config() const { return options_.transport; }
 
  private:
-  explicit ClientRuntime(ClientOptions options) : options_(std::move(options)) {}
+  explicit ClientRuntime(ClientOptions options);
   // A call to the node (after what is queued), waited for by spinning briefly, then sleeping.
   template <typename Req, typename Resp>
   StatusOr<Resp> call(const char* method, const Req& request, std::chrono::milliseconds timeout);
@@ -108,8 +113,10 @@ class ClientRuntime {
     std::function<void()> call;
   };
   void push(Outgoing item);
-  // On the progress thread: sends the outbox in order, consecutive operations as one batch.
-  void drain();
+  // On the progress thread: sends the outbox in order, consecutive operations as one batch;
+  // with `all`, released pins too however few.
+  void drain(bool all);
+  void arm_release_timer_locked();
   void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts);
 
   // A small put into the arena.
@@ -122,10 +129,19 @@ class ClientRuntime {
   struct Entry {
     uint64_t refs = 0;
     std::string owner;
-    // While views of the object exist: its bytes, and the token they share.
+    // While views of the object exist (or the pin cache keeps it): its bytes, and the token
+    // they share.
     std::weak_ptr<PinToken> pin;
     std::span<const std::byte> bytes;
+    // The pin cache's share of the token, and the entry's place in its LRU list.
+    std::shared_ptr<PinToken> kept;
+    std::list<ObjectId>::iterator kept_at;
   };
+  // Keeps the pin of a small object just read, so that reading it again needs no call to the
+  // node; the least recently read go when the cache is over its bounds. mu_ held.
+  void keep_pin_locked(const ObjectId& id, Entry& entry);
+  void touch_pin_locked(Entry& entry);
+  void forget_pin_locked(Entry& entry);
 
   const ClientOptions options_;
   std::unique_ptr<transport::Transport> transport_;
@@ -140,6 +156,11 @@ class ClientRuntime {
 
   std::mutex mu_;
   std::unordered_map<ObjectId, Entry> entries_;
+  // The pin cache: objects of up to max_inline_bytes, at most kPinCacheObjects of them and
+  // pin_cache_bytes_ in all (a sixteenth of the store, at most 16 MiB), most recent first.
+  std::list<ObjectId> kept_lru_;
+  uint64_t kept_bytes_ = 0;
+  uint64_t pin_cache_bytes_ = 0;
 
   // The arena: [front, end) is room still free. Held across a whole small put, so that objects
   // are announced in the order of their offsets. Taken before send_mu_.
@@ -152,11 +173,14 @@ class ClientRuntime {
   std::mutex send_mu_;
   std::deque<Outgoing> outbox_;
   bool drain_posted_ = false;             // A drain of the outbox is posted to the progress thread.
-  bool batch_in_flight_ = false;          // Sent, not answered yet.
+  bool batch_in_flight_ = false;          // Sent, not answered yet...
+  bool in_flight_releases_only_ = false;  // ...and holding released pins only.
   bool closed_ = false;                   // Shutting down: nothing more is sent.
   uint64_t puts_queued_ = 0;              // Arena puts queued, since the start (under send_mu_)...
   uint64_t puts_sent_ = 0;                // ...sent (under send_mu_)...
   std::atomic<uint64_t> puts_synced_{0};  // ...and applied by the node, at least.
+  bool release_timer_armed_ = false;      // Under send_mu_.
+  DeadlineTimer release_timer_;           // Sends released pins that waited long enough.
 };
 
 }  // namespace halo::internal

@@ -15,7 +15,7 @@
 //                                       then checks values of several C++ types; "ROUNDTRIP OK"
 //   objstore_tool too-big SIZE          prints "FULL <message>" when the put is refused
 //   objstore_tool fill-small SIZE       puts objects of SIZE bytes, keeping them, until the store
-//                                       is full; checks some, drops them all, puts once more;
+//                                       is full; checks them all, drops them, puts once more;
 //                                       prints "FILLED <objects> <the full error>"
 //   objstore_tool wait NUM TIMEOUT_MS REF...   prints "READY <0|1> <0|1> ..." for each REF
 //   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
@@ -23,6 +23,7 @@
 //                                       "READ-ALL OK evictions=<n on this node>"
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -186,10 +187,17 @@ int run(int argc, char** argv) {
     } catch (const halo::ObjectStoreFullError& e) {
       full = e.what();
     }
-    for (size_t i = 0; i < refs.size(); i += 97) {
-      if (checksum(halo::get(refs[i], 60s).span()) != checksum(pattern(size, i))) {
-        std::printf("BADSUM object %zu\n", i);
-        return 1;
+    // Every object holds what was put (read in batches, one call each).
+    constexpr size_t kChunk = 4096;
+    for (size_t from = 0; from < refs.size(); from += kChunk) {
+      std::vector<halo::ObjectRef<std::vector<uint8_t>>> chunk(
+          refs.begin() + from, refs.begin() + std::min(refs.size(), from + kChunk));
+      auto views = halo::get(chunk, 60s);
+      for (size_t k = 0; k < views.size(); ++k) {
+        if (checksum(views[k].span()) != checksum(pattern(size, from + k))) {
+          std::printf("BADSUM object %zu\n", from + k);
+          return 1;
+        }
       }
     }
     const size_t filled = refs.size();
