@@ -248,7 +248,7 @@ RefState::~RefState() {
 }
 
 PinToken::~PinToken() {
-  if (ClientRuntime* rt = current.load(std::memory_order_acquire)) rt->unpin(id);
+  if (ClientRuntime* rt = current.load(std::memory_order_acquire)) rt->unpin(id, small);
 }
 
 std::shared_ptr<RefState> put_object(size_t size,

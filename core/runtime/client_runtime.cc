@@ -57,6 +57,12 @@ objstore::proto::ObjectRefProto ref_proto(const RefState& ref) {
 constexpr size_t kPinCacheObjects = 1024;
 constexpr uint64_t kPinCacheMaxBytes = 16 << 20;
 
+ClientRuntime::OpKind kind_of(const objstore::proto::BatchOp& op) {
+  if (op.has_arena_put()) return ClientRuntime::OpKind::kPut;
+  if (op.has_remove_ref()) return ClientRuntime::OpKind::kRemove;
+  return ClientRuntime::OpKind::kRelease;
+}
+
 // A batch of queued one-way traffic holds at most this many operations.
 constexpr int kMaxBatchOps = 4096;
 // Released pins wait for company: they leave once this many are queued, or after this long.
@@ -81,6 +87,10 @@ void ClientRuntime::call_async(const char* method, const Req& request,
                                std::chrono::milliseconds timeout,
                                std::function<void(StatusOr<Resp>)> done) {
   Outgoing call;
+  // A reference taken must not be applied before an earlier drop of the same object (the node
+  // counts a client's references to an object as one); a sync must see everything before it.
+  call.after_removes =
+      std::string_view(method) == "store.add_refs" || std::string_view(method) == "store.batch";
   call.call = [this, method, request, timeout, done = std::move(done)]() mutable {
     rpc_->client().call<Req, Resp>(node_, method, request, timeout, std::move(done));
   };
@@ -105,11 +115,11 @@ void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
 void ClientRuntime::push(Outgoing item) {
   std::lock_guard lock(send_mu_);
   if (closed_) return;
-  const bool release = item.op && item.op->has_release();
+  const bool lazy = item.lazy;
   if (item.op && item.op->has_arena_put()) ++puts_queued_;
   outbox_.push_back(std::move(item));
   if (drain_posted_) return;
-  if (release && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
+  if (lazy && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
   drain_posted_ = true;
   transport_->run_on_progress_thread([this] { drain(false); });
 }
@@ -124,29 +134,28 @@ void ClientRuntime::drain(bool all) {
   std::unique_lock lock(send_mu_);
   drain_posted_ = false;
   // A large message may be overtaken by a smaller one sent after it (the library receives it
-  // in two steps), so a batch leaves only when the previous one is answered, and so do the
-  // calls queued after it: each sees every operation queued before it applied.
-  //
-  // Released pins are the exception: pins count, so a call may be applied before them. A call
-  // queued behind nothing but released pins goes at once, even while a batch holding nothing
-  // but released pins is in flight (as when gets follow dropped views); and released pins
-  // alone wait until kLazyReleases of them are queued or kReleaseDelay has passed, so that
-  // they leave in batches.
+  // in two steps), so order on the wire is not assumed: a batch leaves only when the previous
+  // one is answered, and a call only when what it must not overtake is answered:
+  //   - arena puts: nothing overtakes them (a call may be about the object);
+  //   - dropped references: only calls that take references (and syncs) wait for them;
+  //   - released pins: anything may overtake them (pins count). Alone, they wait until
+  //     kLazyReleases of them are queued or kReleaseDelay has passed, to leave in batches.
   while (!closed_ && !outbox_.empty()) {
-    if (batch_in_flight_ && !in_flight_releases_only_) break;
+    // The first call in the outbox, and the strongest kind of operation queued before it.
     auto call = outbox_.end();
-    bool releases_only = true;
+    OpKind before = in_flight_;
+    bool lazy_only = true;  // Only released pins that may wait.
     for (auto it = outbox_.begin(); it != outbox_.end(); ++it) {
       if (it->call) {
         call = it;
         break;
       }
-      if (!it->op->has_release()) {
-        releases_only = false;
-        break;
-      }
+      before = std::max(before, kind_of(*it->op));
+      lazy_only = lazy_only && it->lazy;
     }
-    if (call != outbox_.end()) {
+    const OpKind limit =
+        call != outbox_.end() && call->after_removes ? OpKind::kRemove : OpKind::kPut;
+    if (call != outbox_.end() && before < limit) {
       std::function<void()> start = std::move(call->call);
       outbox_.erase(call);
       lock.unlock();
@@ -154,24 +163,23 @@ void ClientRuntime::drain(bool all) {
       lock.lock();
       continue;
     }
-    if (batch_in_flight_) break;
-    if (releases_only && !all && outbox_.size() < kLazyReleases) {
+    if (in_flight_ != OpKind::kNone || outbox_.front().call) break;
+    if (lazy_only && call == outbox_.end() && !all && outbox_.size() < kLazyReleases) {
       arm_release_timer_locked();
       break;
     }
     objstore::proto::StoreBatchRequest batch;
     uint64_t puts = puts_sent_;
-    bool batch_releases_only = true;
+    OpKind strongest = OpKind::kRelease;
     while (!outbox_.empty() && !outbox_.front().call && batch.ops_size() < kMaxBatchOps) {
       const objstore::proto::BatchOp& op = *outbox_.front().op;
       if (op.has_arena_put()) ++puts;
-      batch_releases_only = batch_releases_only && op.has_release();
+      strongest = std::max(strongest, kind_of(op));
       *batch.add_ops() = std::move(*outbox_.front().op);
       outbox_.pop_front();
     }
     puts_sent_ = puts;
-    batch_in_flight_ = true;
-    in_flight_releases_only_ = batch_releases_only;
+    in_flight_ = strongest;
     lock.unlock();
     send_batch(std::move(batch), puts);
     lock.lock();
@@ -184,7 +192,7 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
       [this, puts](StatusOr<objstore::proto::StoreBatchResponse> applied) {
         {
           std::lock_guard lock(send_mu_);
-          batch_in_flight_ = false;
+          in_flight_ = OpKind::kNone;
         }
         if (!applied.ok()) {
           // Shutting down (CANCELLED) is no news; a lost node is, and gets reported by the
@@ -390,7 +398,9 @@ StatusOr<std::vector<PinnedObject>> ClientRuntime::get(const std::vector<const R
   std::vector<std::shared_ptr<PinToken>> pins(missing.size());
   for (size_t k = 0; k < missing.size(); ++k) {
     if (response.objects(static_cast<int>(k)).code() == 0) {
-      pins[k] = std::make_shared<PinToken>(refs[missing[k]]->id());
+      pins[k] = std::make_shared<PinToken>(
+          refs[missing[k]]->id(),
+          response.objects(static_cast<int>(k)).size() <= max_inline_bytes_);
     }
   }
   std::lock_guard lock(mu_);
@@ -503,10 +513,11 @@ void ClientRuntime::forget_pin_locked(Entry& entry) {
   entry.kept.reset();
 }
 
-void ClientRuntime::unpin(const ObjectId& id) {
-  objstore::proto::BatchOp op;
-  op.set_release(id.binary());
-  enqueue(std::move(op));
+void ClientRuntime::unpin(const ObjectId& id, bool lazily) {
+  Outgoing item;
+  item.op.emplace().set_release(id.binary());
+  item.lazy = lazily;
+  push(std::move(item));
 }
 
 StatusOr<objstore::proto::StoreStatsResponse> ClientRuntime::stats() {

@@ -54,11 +54,14 @@ namespace halo::internal {
 // One pin the node holds for this process (one store.get answer for one object); released
 // (store.release) when the last view sharing it goes.
 struct PinToken {
-  explicit PinToken(const ObjectId& object) : id(object) {}
+  PinToken(const ObjectId& object, bool small_object) : id(object), small(small_object) {}
   ~PinToken();
   PinToken(const PinToken&) = delete;
   PinToken& operator=(const PinToken&) = delete;
   ObjectId id;
+  // Released pins of small objects may wait to leave in a batch; those of larger objects
+  // leave at once (their memory may be wanted).
+  bool small;
 };
 
 struct ClientOptions {
@@ -72,6 +75,9 @@ struct ClientOptions {
 
 class ClientRuntime {
  public:
+  // Kinds of queued operations, weakest first (see drain()).
+  enum class OpKind { kNone, kRelease, kRemove, kPut };
+
   static StatusOr<std::unique_ptr<ClientRuntime>> connect(ClientOptions options);
   ~ClientRuntime();
 
@@ -86,7 +92,7 @@ class ClientRuntime {
   // A RefState was destroyed.
   void release(const ObjectId& id);
   // A PinToken was destroyed: the node may unpin the object for this process.
-  void unpin(const ObjectId& id);
+  void unpin(const ObjectId& id, bool lazily);
   // Returns once the node has applied every put queued so far.
   Status sync();
   StatusOr<objstore::proto::StoreStatsResponse> stats();
@@ -111,6 +117,8 @@ class ClientRuntime {
   struct Outgoing {
     std::optional<objstore::proto::BatchOp> op;
     std::function<void()> call;
+    bool after_removes = false;  // A call that must not overtake dropped references.
+    bool lazy = false;           // A released pin that may wait for company.
   };
   void push(Outgoing item);
   // On the progress thread: sends the outbox in order, consecutive operations as one batch;
@@ -173,8 +181,7 @@ class ClientRuntime {
   std::mutex send_mu_;
   std::deque<Outgoing> outbox_;
   bool drain_posted_ = false;             // A drain of the outbox is posted to the progress thread.
-  bool batch_in_flight_ = false;          // Sent, not answered yet...
-  bool in_flight_releases_only_ = false;  // ...and holding released pins only.
+  OpKind in_flight_ = OpKind::kNone;      // The strongest operation of the batch in flight.
   bool closed_ = false;                   // Shutting down: nothing more is sent.
   uint64_t puts_queued_ = 0;              // Arena puts queued, since the start (under send_mu_)...
   uint64_t puts_sent_ = 0;                // ...sent (under send_mu_)...
