@@ -91,8 +91,12 @@ void ClientRuntime::call_async(const char* method, const Req& request,
   // counts a client's references to an object as one); a sync must see everything before it.
   call.after_removes =
       std::string_view(method) == "store.add_refs" || std::string_view(method) == "store.batch";
-  call.call = [this, method, request, timeout, done = std::move(done)]() mutable {
-    rpc_->client().call<Req, Resp>(node_, method, request, timeout, std::move(done));
+  auto once = std::make_shared<std::function<void(StatusOr<Resp>)>>(std::move(done));
+  call.call = [this, method, request, timeout, once] {
+    rpc_->client().call<Req, Resp>(node_, method, request, timeout, std::move(*once));
+  };
+  call.cancel = [once, method] {
+    if (*once) (*once)(cancelled_error(str_cat(method, ": the client is shutting down")));
   };
   push(std::move(call));
 }
@@ -113,14 +117,19 @@ void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
 }
 
 void ClientRuntime::push(Outgoing item) {
-  std::lock_guard lock(send_mu_);
-  if (closed_) return;
-  const bool lazy = item.lazy;
-  if (item.op && item.op->has_arena_put()) ++puts_queued_;
-  outbox_.push_back(std::move(item));
-  if (drain_posted_) return;
-  if (lazy && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
-  drain_posted_ = true;
+  {
+    std::lock_guard lock(send_mu_);
+    if (!closed_) {
+      const bool lazy = item.lazy;
+      if (item.op && item.op->has_arena_put()) ++puts_queued_;
+      outbox_.push_back(std::move(item));
+      if (drain_posted_) return;
+      if (lazy && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
+      drain_posted_ = true;
+    }
+  }
+  if (item.cancel) return item.cancel();  // Shutting down: not moved from.
+  // Posted without the lock: on the progress thread this runs the drain inline.
   transport_->run_on_progress_thread([this] { drain(false); });
 }
 
@@ -204,9 +213,17 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
           if (applied->refused() > 0) {
             log::error("the node refused {} queued store operations; first: {}", applied->refused(),
                        applied->first_error());
-          }
-          uint64_t synced = puts_synced_.load();
-          while (synced < puts && !puts_synced_.compare_exchange_weak(synced, puts)) {
+            std::lock_guard lock(send_mu_);
+            if (batch_error_.ok()) {
+              batch_error_ = internal_error(
+                  str_cat("the node refused ", applied->refused(),
+                          " queued store operations of this process (a bug in halo); first: ",
+                          applied->first_error()));
+            }
+          } else {
+            uint64_t synced = puts_synced_.load();
+            while (synced < puts && !puts_synced_.compare_exchange_weak(synced, puts)) {
+            }
           }
         }
         drain(false);
@@ -252,10 +269,14 @@ StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::connect(ClientOptions op
 ClientRuntime::~ClientRuntime() {
   // The node drops this client's references and pins when the connection goes (and with them
   // whatever is still queued).
+  std::deque<Outgoing> dropped;
   {
     std::lock_guard lock(send_mu_);
     closed_ = true;
-    outbox_.clear();
+    dropped.swap(outbox_);
+  }
+  for (Outgoing& item : dropped) {
+    if (item.cancel) item.cancel();  // A caller waiting for it gets CANCELLED.
   }
   release_timer_.stop();
   if (node_) node_->close();
@@ -321,8 +342,12 @@ Status ClientRuntime::put_in_arena(const ObjectId& id, size_t size,
   const uint64_t block = size == 0 ? alignment_ : (size + alignment_ - 1) / alignment_ * alignment_;
   std::lock_guard lock(arena_mu_);
   if (arena_end_ - arena_front_ < block) {
+    // The node gives back the rest of the current arena when it answers, and may have done so
+    // even when the answer does not arrive: it is not ours from here on.
+    arena_front_ = arena_end_ = 0;
     objstore::proto::ReserveArenaRequest request;
     request.set_size(arena_bytes_);
+    request.set_min_size(block);
     request.set_timeout_ms(timeout.count());
     auto arena = call<objstore::proto::ReserveArenaRequest, objstore::proto::ReserveArenaResponse>(
         "store.reserve_arena", request, call_timeout(timeout));
@@ -351,6 +376,7 @@ Status ClientRuntime::sync() {
   uint64_t wanted;
   {
     std::lock_guard lock(send_mu_);
+    HALO_RETURN_IF_ERROR(batch_error_);
     wanted = puts_queued_;
   }
   if (puts_synced_.load() >= wanted) return Status();
@@ -358,6 +384,10 @@ Status ClientRuntime::sync() {
   auto applied = call<objstore::proto::StoreBatchRequest, objstore::proto::StoreBatchResponse>(
       "store.batch", objstore::proto::StoreBatchRequest(), 30s);
   if (!applied.ok()) return applied.status();
+  {
+    std::lock_guard lock(send_mu_);
+    HALO_RETURN_IF_ERROR(batch_error_);
+  }
   uint64_t synced = puts_synced_.load();
   while (synced < wanted && !puts_synced_.compare_exchange_weak(synced, wanted)) {
   }
@@ -461,7 +491,11 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::adopt(const ObjectId& id,
                                                                                    request, 30s);
     if (!added.ok()) {
       std::lock_guard lock(mu_);
-      if (--entries_[id].refs == 0) entries_.erase(id);
+      auto it = entries_.find(id);
+      if (it != entries_.end() && --it->second.refs == 0) {
+        forget_pin_locked(it->second);
+        entries_.erase(it);
+      }
       return added.status();
     }
   }
@@ -469,19 +503,17 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::adopt(const ObjectId& id,
 }
 
 void ClientRuntime::release(const ObjectId& id) {
-  std::string owner;
-  {
-    std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it == entries_.end() || --it->second.refs > 0) return;
-    owner = std::move(it->second.owner);
-    forget_pin_locked(it->second);
-    entries_.erase(it);
-  }
-  // Nobody waits: the node frees what nobody references.
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || --it->second.refs > 0) return;
+  // Queued under mu_: an adopt() of the same object that follows must find the drop queued
+  // before its store.add_refs (which waits for it), or the node would apply the drop last.
+  // Nobody waits for it: the node frees what nobody references.
   objstore::proto::BatchOp op;
   op.mutable_remove_ref()->set_object_id(id.binary());
-  op.mutable_remove_ref()->set_owner_address(std::move(owner));
+  op.mutable_remove_ref()->set_owner_address(std::move(it->second.owner));
+  forget_pin_locked(it->second);
+  entries_.erase(it);
   enqueue(std::move(op));
 }
 
@@ -494,7 +526,7 @@ void ClientRuntime::keep_pin_locked(const ObjectId& id, Entry& entry) {
   kept_bytes_ += entry.bytes.size();
   while (kept_lru_.size() > kPinCacheObjects || kept_bytes_ > pin_cache_bytes_) {
     auto oldest = entries_.find(kept_lru_.back());
-    if (oldest == entries_.end()) {
+    if (oldest == entries_.end() || !oldest->second.kept) {
       kept_lru_.pop_back();  // Not reached: entries leave the list before they go.
       continue;
     }

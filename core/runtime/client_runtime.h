@@ -117,8 +117,9 @@ class ClientRuntime {
   struct Outgoing {
     std::optional<objstore::proto::BatchOp> op;
     std::function<void()> call;
-    bool after_removes = false;  // A call that must not overtake dropped references.
-    bool lazy = false;           // A released pin that may wait for company.
+    std::function<void()> cancel;  // Ends a call that will not be sent, with CANCELLED.
+    bool after_removes = false;    // A call that must not overtake dropped references.
+    bool lazy = false;             // A released pin that may wait for company.
   };
   void push(Outgoing item);
   // On the progress thread: sends the outbox in order, consecutive operations as one batch;
@@ -127,7 +128,7 @@ class ClientRuntime {
   void arm_release_timer_locked();
   void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts);
 
-  // A small put into the arena.
+  // A small put into the arena. `write` runs with arena_mu_ held: it must not put.
   Status put_in_arena(const ObjectId& id, size_t size,
                       const std::function<void(std::span<std::byte>)>& write,
                       std::chrono::milliseconds timeout);
@@ -187,6 +188,7 @@ class ClientRuntime {
   uint64_t puts_sent_ = 0;                // ...sent (under send_mu_)...
   std::atomic<uint64_t> puts_synced_{0};  // ...and applied by the node, at least.
   bool release_timer_armed_ = false;      // Under send_mu_.
+  Status batch_error_;                    // Under send_mu_: the node refused queued operations.
   DeadlineTimer release_timer_;           // Sends released pins that waited long enough.
 };
 

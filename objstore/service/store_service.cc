@@ -76,9 +76,12 @@ StatusOr<std::unique_ptr<StoreService>> StoreService::start(
       [self](const ObjectId& id, uint64_t size, Clock::time_point deadline,
              std::function<void(StatusOr<Placement>)> done) {
         ObjectStore* store = self->store_.get();
-        self->reserve([store, id,
-                       size] { return store->create(id, size, kNodeClient, CopyKind::kSecondary); },
-                      deadline, std::move(done));
+        self->reserve(
+            kNodeClient,
+            [store, id, size] {
+              return store->create(id, size, kNodeClient, CopyKind::kSecondary);
+            },
+            deadline, std::move(done));
       },
       [self](const ObjectId& id, const Status& outcome) { self->sealed(id, outcome); });
   service->store_->set_space_listener(
@@ -217,22 +220,25 @@ void StoreService::handle_create(const proto::CreateRequest& request,
   auto id = object_id_of(request.object_id());
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
-  reserve([this, id = *id, size = request.size(),
-           client] { return store_->create(id, size, client, CopyKind::kPrimary); },
-          deadline_after(request.timeout_ms()),
-          [this, id = *id, client, reply](StatusOr<Placement> placement) {
-            if (!placement.ok()) return reply.respond(placement.status());
-            if (!connected(client)) {
-              (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
-              return;
-            }
-            unsealed_[id] = client;
-            refs_->created(id, client);
-            referenced_ = refs_->size();
-            proto::CreateResponse response;
-            response.set_offset(placement->offset);
-            reply.respond(std::move(response));
-          });
+  reserve(
+      client,
+      [this, id = *id, size = request.size(), client] {
+        return store_->create(id, size, client, CopyKind::kPrimary);
+      },
+      deadline_after(request.timeout_ms()),
+      [this, id = *id, client, reply](StatusOr<Placement> placement) {
+        if (!placement.ok()) return reply.respond(placement.status());
+        if (!connected(client)) {
+          (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
+          return;
+        }
+        unsealed_[id] = client;
+        refs_->created(id, client);
+        referenced_ = refs_->size();
+        proto::CreateResponse response;
+        response.set_offset(placement->offset);
+        reply.respond(std::move(response));
+      });
 }
 
 void StoreService::handle_seal(const proto::SealRequest& request,
@@ -257,25 +263,28 @@ void StoreService::handle_put_inline(const proto::PutInlineRequest& request,
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
   auto data = std::make_shared<std::string>(request.data());
-  reserve([this, id = *id, size = data->size(),
-           client] { return store_->create(id, size, client, CopyKind::kPrimary); },
-          deadline_after(request.timeout_ms()),
-          [this, id = *id, client, data, reply](StatusOr<Placement> placement) {
-            if (!placement.ok()) return reply.respond(placement.status());
-            if (!connected(client)) {
-              (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
-              return;
-            }
-            if (!data->empty()) {
-              std::memcpy(store_->segment().data() + placement->offset, data->data(), data->size());
-            }
-            Status s = store_->seal(id);
-            if (!s.ok()) return reply.respond(s);
-            refs_->created(id, client);
-            referenced_ = refs_->size();
-            sealed(id, Status());
-            reply.respond(proto::PutInlineResponse());
-          });
+  reserve(
+      client,
+      [this, id = *id, size = data->size(), client] {
+        return store_->create(id, size, client, CopyKind::kPrimary);
+      },
+      deadline_after(request.timeout_ms()),
+      [this, id = *id, client, data, reply](StatusOr<Placement> placement) {
+        if (!placement.ok()) return reply.respond(placement.status());
+        if (!connected(client)) {
+          (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
+          return;
+        }
+        if (!data->empty()) {
+          std::memcpy(store_->segment().data() + placement->offset, data->data(), data->size());
+        }
+        Status s = store_->seal(id);
+        if (!s.ok()) return reply.respond(s);
+        refs_->created(id, client);
+        referenced_ = refs_->size();
+        sealed(id, Status());
+        reply.respond(proto::PutInlineResponse());
+      });
 }
 
 void StoreService::handle_reserve_arena(const proto::ReserveArenaRequest& request,
@@ -290,16 +299,26 @@ void StoreService::handle_reserve_arena(const proto::ReserveArenaRequest& reques
                 config_.small_object_arena_bytes, " bytes (--small-object-arena-bytes)")));
   }
   const ClientId client = client_of(reply.context().peer());
-  reserve([this, client, size = request.size()] { return store_->reserve_arena(client, size); },
-          deadline_after(request.timeout_ms()),
-          [this, client, reply](StatusOr<Placement> placement) {
-            if (!placement.ok()) return reply.respond(placement.status());
-            if (!connected(client)) return store_->client_gone(client);
-            proto::ReserveArenaResponse response;
-            response.set_offset(placement->offset);
-            response.set_size(placement->size);
-            reply.respond(std::move(response));
-          });
+  const uint64_t min_size = std::min(request.min_size(), request.size());
+  reserve(
+      client,
+      [this, client, size = request.size(), min_size] {
+        StatusOr<Placement> arena = store_->reserve_arena(client, size);
+        if (arena.ok() || arena.status().code() != StatusCode::kResourceExhausted ||
+            min_size == 0 || min_size == size) {
+          return arena;
+        }
+        return store_->reserve_arena(client, min_size);  // A smaller one, for a full store.
+      },
+      deadline_after(request.timeout_ms()),
+      [this, client, reply](StatusOr<Placement> placement) {
+        if (!placement.ok()) return reply.respond(placement.status());
+        if (!connected(client)) return store_->client_gone(client);
+        proto::ReserveArenaResponse response;
+        response.set_offset(placement->offset);
+        response.set_size(placement->size);
+        reply.respond(std::move(response));
+      });
 }
 
 void StoreService::handle_batch(const proto::StoreBatchRequest& request,
@@ -616,7 +635,7 @@ void StoreService::handle_unborrow(const proto::BorrowRequest& request,
 
 // ---- Room, readiness and deadlines --------------------------------------------------------------
 
-void StoreService::reserve(Attempt attempt, Clock::time_point deadline,
+void StoreService::reserve(ClientId client, Attempt attempt, Clock::time_point deadline,
                            std::function<void(StatusOr<Placement>)> done) {
   StatusOr<Placement> placement = attempt();
   if (placement.ok() || placement.status().code() != StatusCode::kResourceExhausted ||
@@ -624,6 +643,7 @@ void StoreService::reserve(Attempt attempt, Clock::time_point deadline,
     return done(std::move(placement));
   }
   auto waiter = std::make_shared<SpaceWaiter>();
+  waiter->client = client;
   waiter->attempt = std::move(attempt);
   waiter->done = std::move(done);
   waiter->deadline_id = add_deadline(deadline, [this, waiter, why = placement.status()] {
@@ -767,6 +787,15 @@ void StoreService::send_borrow(const RefSpec& ref, bool borrow) {
 }
 
 void StoreService::client_gone(ClientId client) {
+  // Its puts waiting for room wait no more (their answers would go nowhere).
+  for (auto it = space_waiters_.begin(); it != space_waiters_.end();) {
+    if ((*it)->client != client) {
+      ++it;
+      continue;
+    }
+    cancel_deadline((*it)->deadline_id);
+    it = space_waiters_.erase(it);
+  }
   store_->client_gone(client);
   for (auto it = unsealed_.begin(); it != unsealed_.end();) {
     if (it->second != client) {

@@ -120,10 +120,11 @@ class StoreService {
   void handle_unborrow(const proto::BorrowRequest& request,
                        transport::RpcResponder<proto::BorrowResponse> reply);
 
-  // Reserves room with `attempt` (a store create or arena), trying again whenever space is
-  // freed until `deadline` while it answers RESOURCE_EXHAUSTED (full now, could fit later).
+  // Reserves room for `client` with `attempt` (a store create or arena), trying again whenever
+  // space is freed until `deadline` while it answers RESOURCE_EXHAUSTED (full now, could fit
+  // later), or until the client goes.
   using Attempt = std::function<StatusOr<Placement>()>;
-  void reserve(Attempt attempt, Clock::time_point deadline,
+  void reserve(ClientId client, Attempt attempt, Clock::time_point deadline,
                std::function<void(StatusOr<Placement>)> done);
   bool connected(ClientId client) const;
   void retry_space_waiters();
@@ -168,6 +169,7 @@ class StoreService {
   // Waiters for an object's seal, and puts waiting for room.
   std::unordered_map<ObjectId, std::vector<std::function<void(Status)>>> seal_waiters_;
   struct SpaceWaiter {
+    ClientId client;  // Who waits (kNodeClient for a fetch).
     Attempt attempt;
     uint64_t deadline_id;
     std::function<void(StatusOr<Placement>)> done;

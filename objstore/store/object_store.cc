@@ -160,8 +160,9 @@ StatusOr<Placement> ObjectStore::seal_in_arena(ObjectId id, ClientId client, uin
                                           "client ", client, ", which has none"));
   }
   Arena& a = arena->second;
-  const uint64_t block = allocator_.rounded_size(size);
-  if (offset != a.front || block > a.end - a.front) {
+  // Bounded before rounding: a size near 2^64 would round to 0.
+  const uint64_t block = size > a.end - a.front ? 0 : allocator_.rounded_size(size);
+  if (offset != a.front || block == 0 || block > a.end - a.front) {
     return invalid_argument_error(str_cat("object ", id.to_hex(), " (", size, " bytes at offset ",
                                           offset, ") is not at the front of the arena of client ",
                                           client, " (offset ", a.front, ", ", a.end - a.front,

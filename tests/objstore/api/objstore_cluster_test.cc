@@ -29,6 +29,12 @@ TEST_F(ObjectStoreCluster, ValuesOfEverySizeAndTypeRoundTripOnOneNode) {
   EXPECT_EQ(line, "ROUNDTRIP OK");
 }
 
+TEST_F(ObjectStoreCluster, WithArenasOffSmallPutsTravelInsideTheirRequest) {
+  start(1, {"--small-object-arena-bytes=0"});
+  std::string line = on(0).run({"roundtrip", "0", "1", "64", "16384", "16385"}, "ROUNDTRIP");
+  EXPECT_EQ(line, "ROUNDTRIP OK");
+}
+
 TEST_F(ObjectStoreCluster, ObjectsPutOnOneNodeAreReadIntactOnTheOthers) {
   start(3);
   for (uint64_t size : {0ull, 100ull, 20000ull, 5ull << 20, 40ull << 20}) {

@@ -176,9 +176,14 @@ TEST_F(StoreRequests, ArenaAnnouncementsOutOfPlaceAreRefusedAndAClosedClientsAre
   EXPECT_EQ(arena->size(), 64u << 10);
   EXPECT_EQ(stats().arena_bytes(), 64u << 10);
 
-  // One good announcement among bad ones: a garbage id, one past the front, an empty op.
+  // One good announcement among bad ones: a garbage id, one past the front, a size that
+  // rounds to nothing, an empty op.
   proto::StoreBatchRequest batch;
   batch.add_ops()->mutable_arena_put()->set_object_id("short");
+  proto::ArenaPut* wraps = batch.add_ops()->mutable_arena_put();
+  wraps->set_object_id(ObjectId::random().binary());
+  wraps->set_offset(arena->offset());
+  wraps->set_size(~uint64_t{0} - 10);
   proto::ArenaPut* skipped = batch.add_ops()->mutable_arena_put();
   skipped->set_object_id(ObjectId::random().binary());
   skipped->set_offset(arena->offset() + 64);
@@ -191,7 +196,7 @@ TEST_F(StoreRequests, ArenaAnnouncementsOutOfPlaceAreRefusedAndAClosedClientsAre
   batch.add_ops();
   auto applied = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", batch);
   ASSERT_TRUE(applied.ok()) << applied.status();
-  EXPECT_EQ(applied->refused(), 3u) << applied->first_error();
+  EXPECT_EQ(applied->refused(), 4u) << applied->first_error();
   EXPECT_EQ(stats().objects(), 1u);
   EXPECT_EQ(stats().referenced_objects(), 1u);
 
