@@ -103,6 +103,23 @@ TEST(ShmPeerWatch, RemovesTheRegionFileOfADeadOwnerThatHeldNoLock) {
   EXPECT_EQ(watch.locks_released(), 0u);
 }
 
+TEST(ShmPeerWatch, SweepRemovesTheRegionsOfDeadOwnersOnly) {
+  FakeRegion dead("sweep-dead", 4, dead_pid());
+  FakeRegion dead_held("sweep-dead-held", 4, dead_pid());
+  FakeRegion live("sweep-live", 4, ::getpid());
+  FakeRegion other_layout("sweep-v3", 3, dead_pid());
+  FakeRegion unowned("sweep-no-pid", 4, 0);
+  ASSERT_EQ(pthread_spin_lock(dead_held.lock()), 0);
+  const std::string prefix = "halo-watch-test." + std::to_string(::getpid()) + ".sweep-";
+  EXPECT_EQ(ShmPeerWatch::remove_regions_of_dead_owners(prefix), 2u);
+  EXPECT_FALSE(dead.exists());
+  EXPECT_FALSE(dead_held.exists());
+  EXPECT_TRUE(live.exists());
+  EXPECT_TRUE(other_layout.exists()) << "a region of an unknown layout was removed";
+  EXPECT_TRUE(unowned.exists()) << "a region not initialized yet was removed";
+  EXPECT_EQ(ShmPeerWatch::remove_regions_of_dead_owners(""), 0u) << "an empty prefix matches all";
+}
+
 TEST(ShmPeerWatch, LeavesALiveOwnersLockAndARegionOfAnotherLayout) {
   FakeRegion live("live", 4, ::getpid());
   FakeRegion other_layout("v3", 3, dead_pid());

@@ -1,5 +1,6 @@
 #include "ofi/ofi_shm_peer_watch.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -104,6 +105,43 @@ void ShmPeerWatch::watch(const std::string& name) {
   }
   std::lock_guard lock(mu_);
   regions_.push_back(std::move(region));
+}
+
+size_t ShmPeerWatch::remove_regions_of_dead_owners(const std::string& prefix) {
+  DIR* dir = ::opendir("/dev/shm");
+  if (dir == nullptr) return 0;
+  size_t removed = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (prefix.empty() || name.rfind(prefix, 0) != 0) continue;
+    const int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
+    if (fd < 0) continue;
+    struct stat file {};
+    void* head = MAP_FAILED;
+    if (::fstat(fd, &file) == 0 && S_ISREG(file.st_mode) && file.st_uid == ::getuid() &&
+        file.st_size >= static_cast<off_t>(kMappedBytes)) {
+      head = ::mmap(nullptr, kMappedBytes, PROT_READ, MAP_SHARED, fd, 0);
+    }
+    ::close(fd);
+    if (head == MAP_FAILED) continue;
+    const auto* bytes = static_cast<const std::byte*>(head);
+    pid_t owner = 0;
+    std::memcpy(&owner, bytes + kPidOffset, sizeof(owner));
+    const bool dead = static_cast<uint8_t>(bytes[kVersionOffset]) == kLayoutVersion && owner > 0 &&
+                      !process_exists(owner);
+    ::munmap(head, kMappedBytes);
+    struct stat now {};
+    if (dead && ::fstatat(AT_FDCWD, ("/dev/shm/" + name).c_str(), &now, 0) == 0 &&
+        now.st_ino == file.st_ino && ::shm_unlink(name.c_str()) == 0) {
+      ++removed;
+    }
+  }
+  ::closedir(dir);
+  if (removed > 0) {
+    log::info("transport: removed {} shm region(s) /dev/shm/{}* of processes that died", removed,
+              prefix);
+  }
+  return removed;
 }
 
 uint64_t ShmPeerWatch::locks_released() const {

@@ -40,6 +40,12 @@ class ShmPeerWatch {
   // Locks reset so far (for tests and the log).
   uint64_t locks_released() const;
 
+  // Removes the region files under /dev/shm whose names start with `prefix`, that belong to
+  // this user, have the known layout and whose owner process no longer exists: what processes
+  // killed before they could close their endpoints left behind. The transport calls it once
+  // as it starts. Returns how many it removed.
+  static size_t remove_regions_of_dead_owners(const std::string& prefix);
+
  private:
   struct Region;
 

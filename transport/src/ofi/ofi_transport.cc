@@ -195,6 +195,8 @@ OfiTransport::OfiTransport(const TransportConfig& config, std::string cluster_se
   const fi_info& info = domain_->info();
   if (domain_->provider() == "shm") {
     shm_peer_watch_ = std::make_unique<ShmPeerWatch>(kShmPeerWatchPeriod);
+    // Regions of halo processes that were killed on this machine (they cannot remove their own).
+    ShmPeerWatch::remove_regions_of_dead_owners("halo.");
   }
   const uint64_t max_msg = info.ep_attr->max_msg_size;
   receive_buffer_bytes_ =
