@@ -220,6 +220,7 @@ StoreInfo store_info() {
   info.fetches = stats->fetches();
   info.spilled_objects = stats->spilled_objects();
   info.evictions = stats->evictions();
+  info.puts_waiting_for_room = stats->puts_waiting_for_room();
   return info;
 }
 

@@ -539,6 +539,7 @@ proto::StoreStatsResponse StoreService::stats() const {
   response.set_fetched_bytes(fetcher_->fetched_bytes());
   response.set_segment(store_->segment().describe());
   response.set_arena_bytes(s.arena_bytes);
+  response.set_puts_waiting_for_room(waiting_for_room_);
   return response;
 }
 
@@ -650,9 +651,11 @@ void StoreService::reserve(ClientId client, Attempt attempt, Clock::time_point d
     auto it = std::find(space_waiters_.begin(), space_waiters_.end(), waiter);
     if (it == space_waiters_.end()) return;
     space_waiters_.erase(it);
+    waiting_for_room_ = space_waiters_.size();
     waiter->done(why.with_context("waited for room until the put's timeout"));
   });
   space_waiters_.push_back(std::move(waiter));
+  waiting_for_room_ = space_waiters_.size();
 }
 
 void StoreService::retry_space_waiters() {
@@ -665,6 +668,7 @@ void StoreService::retry_space_waiters() {
       continue;
     }
     it = space_waiters_.erase(it);
+    waiting_for_room_ = space_waiters_.size();
     cancel_deadline(waiter->deadline_id);
     waiter->done(std::move(placement));
   }
@@ -795,6 +799,7 @@ void StoreService::client_gone(ClientId client) {
     }
     cancel_deadline((*it)->deadline_id);
     it = space_waiters_.erase(it);
+    waiting_for_room_ = space_waiters_.size();
   }
   store_->client_gone(client);
   for (auto it = unsealed_.begin(); it != unsealed_.end();) {

@@ -119,6 +119,7 @@ struct StoreInfo {
   uint64_t fetches = 0;
   uint64_t spilled_objects = 0;
   uint64_t evictions = 0;
+  uint64_t puts_waiting_for_room = 0;  // Puts (of any process) the node holds until room frees.
 };
 StoreInfo store_info();
 

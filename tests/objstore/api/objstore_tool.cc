@@ -10,7 +10,7 @@
 //                                       the reference until its stdin closes
 //   objstore_tool hang-create SIZE      reserves an object, prints "CREATED", never seals
 //   objstore_tool stats                 prints "STATS used=<bytes> objects=<n> referenced=<n>
-//                                       spilled=<n>"
+//                                       spilled=<n> waiting=<puts waiting for room>"
 //   objstore_tool roundtrip SIZE...     embedded or joined: puts and gets each size, checks it,
 //                                       then checks values of several C++ types; "ROUNDTRIP OK"
 //   objstore_tool too-big SIZE          prints "FULL <message>" when the put is refused
@@ -157,11 +157,12 @@ int run(int argc, char** argv) {
   }
   if (cmd == "stats") {
     halo::StoreInfo info = halo::store_info();
-    std::printf("STATS used=%llu objects=%llu referenced=%llu spilled=%llu\n",
+    std::printf("STATS used=%llu objects=%llu referenced=%llu spilled=%llu waiting=%llu\n",
                 static_cast<unsigned long long>(info.used_bytes),
                 static_cast<unsigned long long>(info.objects),
                 static_cast<unsigned long long>(info.referenced_objects),
-                static_cast<unsigned long long>(info.spilled_objects));
+                static_cast<unsigned long long>(info.spilled_objects),
+                static_cast<unsigned long long>(info.puts_waiting_for_room));
     return 0;
   }
   if (cmd == "roundtrip") {

@@ -42,6 +42,12 @@ StoreClient::Put StoreClient::put(uint64_t size, uint64_t seed) const {
   return p;
 }
 
+uint64_t StoreClient::stat(const std::string& key) const {
+  const std::string line = run({"stats"}, "STATS ");
+  const size_t at = line.find(" " + key + "=");
+  return at == std::string::npos ? ~0ull : std::stoull(line.substr(at + key.size() + 2));
+}
+
 std::pair<uint64_t, uint64_t> StoreClient::usage() const {
   const std::string line = run({"stats"}, "STATS ");
   auto field = [&](const std::string& key) -> uint64_t {

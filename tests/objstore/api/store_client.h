@@ -51,6 +51,8 @@ class StoreClient {
 
   // The node's store: bytes used and objects referenced (~0 if it could not be read).
   std::pair<uint64_t, uint64_t> usage() const;
+  // One field of the tool's "STATS" line (~0 if it could not be read).
+  uint64_t stat(const std::string& key) const;
 
  private:
   Spawn spawn_;
