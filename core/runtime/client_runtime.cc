@@ -149,12 +149,17 @@ void ClientRuntime::drain(bool all) {
   //   - dropped references: only calls that take references (and syncs) wait for them;
   //   - released pins: anything may overtake them (pins count). Alone, they wait until
   //     kLazyReleases of them are queued or kReleaseDelay has passed, to leave in batches.
+  //
+  // Otherwise everything leaves in the order it was queued, so that, say, the drop of the last
+  // put's reference reaches the node before the next put's store.create and its room is
+  // reused while still in the cache.
   while (!closed_ && !outbox_.empty()) {
     // The first call in the outbox, and the strongest kind of operation queued before it.
     auto call = outbox_.end();
     OpKind before = in_flight_;
     bool lazy_only = true;  // Only released pins that may wait.
-    for (auto it = outbox_.begin(); it != outbox_.end(); ++it) {
+    size_t ops = 0;
+    for (auto it = outbox_.begin(); it != outbox_.end(); ++it, ++ops) {
       if (it->call) {
         call = it;
         break;
@@ -162,21 +167,24 @@ void ClientRuntime::drain(bool all) {
       before = std::max(before, kind_of(*it->op));
       lazy_only = lazy_only && it->lazy;
     }
-    const OpKind limit =
-        call != outbox_.end() && call->after_removes ? OpKind::kRemove : OpKind::kPut;
-    if (call != outbox_.end() && before < limit) {
-      std::function<void()> start = std::move(call->call);
-      outbox_.erase(call);
-      lock.unlock();
-      start();
-      lock.lock();
-      continue;
-    }
-    if (in_flight_ != OpKind::kNone || outbox_.front().call) break;
-    if (lazy_only && call == outbox_.end() && !all && outbox_.size() < kLazyReleases) {
-      arm_release_timer_locked();
+    const bool hold_ops = ops > 0 && lazy_only && !all && ops < kLazyReleases;
+    const bool send_ops = ops > 0 && !hold_ops && in_flight_ == OpKind::kNone;
+    if (!send_ops) {
+      // A call goes ahead of what may wait, or of a batch in flight it may overtake.
+      const OpKind limit =
+          call != outbox_.end() && call->after_removes ? OpKind::kRemove : OpKind::kPut;
+      if (call != outbox_.end() && before < limit) {
+        std::function<void()> start = std::move(call->call);
+        outbox_.erase(call);
+        lock.unlock();
+        start();
+        lock.lock();
+        continue;
+      }
+      if (hold_ops && call == outbox_.end()) arm_release_timer_locked();
       break;
     }
+    // The operations at the front leave as one batch.
     objstore::proto::StoreBatchRequest batch;
     uint64_t puts = puts_sent_;
     OpKind strongest = OpKind::kRelease;
