@@ -9,12 +9,15 @@
 // waited for). A get of an object this process is reading (a view of it exists) is answered
 // from its own table; otherwise the node pins it, fetching it from its owner node first.
 //
-// Order. Everything the process tells its node without waiting for an answer (arena puts,
-// dropped references, released pins) is queued and sent as one store.batch, soon (by the
-// transport's progress thread) or before the next request, whichever comes first; the node
-// applies messages of a connection in order, so every request sees the effect of everything
-// queued before it. A reference that leaves the process (publish_refs, from
-// ObjectRef::binary) waits until the node has applied the puts queued so far.
+// Order. Everything the process tells its node goes through one outbox, drained in order by
+// the transport's progress thread; what it says without waiting for an answer (arena puts,
+// dropped references, released pins) leaves as one store.batch. The transport may deliver a
+// large message after a smaller one sent later, so a batch leaves only when the previous one
+// is answered, and a request never overtakes queued puts (nor, for store.add_refs, dropped
+// references); only released pins, which may wait to leave in batches, and a batch in flight
+// that holds nothing it depends on, are overtaken (see drain()). A reference that leaves the
+// process (publish_refs, from ObjectRef::binary) waits until the node has applied the puts
+// queued so far.
 //
 // Reference counting: the process counts its references per object and tells its node about
 // the first (store.add_refs; a put counts as one) and the last (a queued remove_ref, which also
