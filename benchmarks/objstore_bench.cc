@@ -11,7 +11,7 @@
 //                         --wait_for_go it prints {"event":"ready"} and starts on a line on
 //                         stdin (two clients at once). Prints {"puts_per_s": ...}.
 //   --mode=put_many       puts `count` objects of `value_bytes`, writes their references
-//                         (ObjectRef::binary() in hex, then a checksum of the value) to
+//                         (ObjectRef::hex(), then a checksum of the value) to
 //                         `refs_file`, prints {"event":"ready"} and holds the references until
 //                         stdin closes: the objects small_get and remote_get read.
 //   --mode=small_get      first, as Ray's `ray microbenchmark` measures "single client get
@@ -162,27 +162,8 @@ uint64_t checksum(std::span<const uint8_t> bytes) {
   return h ^ bytes.size();
 }
 
-std::string to_hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
-
-std::string from_hex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
-  }
-  return out;
-}
-
 struct RefLine {
-  std::string binary;
+  std::string hex;  // ObjectRef::hex()
   uint64_t sum = 0;
 };
 
@@ -192,7 +173,7 @@ std::vector<RefLine> read_refs(const std::string& path) {
   std::vector<RefLine> refs;
   std::string hex;
   uint64_t sum = 0;
-  while (in >> hex >> sum) refs.push_back({from_hex(hex), sum});
+  while (in >> hex >> sum) refs.push_back({hex, sum});
   if (refs.empty()) throw halo::Error("no references in " + path);
   return refs;
 }
@@ -249,9 +230,9 @@ int run_put_many(const BenchConfig& config) {
     refs.push_back(halo::put(value));
     sums.push_back(checksum(value));
   }
-  // The first binary() waits until the node has applied every put; the others are free.
+  // The first hex() waits until the node has applied every put; the others are free.
   for (uint64_t i = 0; i < config.count; ++i) {
-    out << to_hex(refs[i].binary()) << ' ' << sums[i] << '\n';
+    out << refs[i].hex() << ' ' << sums[i] << '\n';
   }
   out.close();
   if (!out) throw halo::Error("cannot write --refs_file " + config.refs_file);
@@ -308,7 +289,7 @@ int run_small_get(const BenchConfig& config) {
   while (first_seconds < config.seconds && first < lines.size()) {
     const auto adopt_start = Clock::now();
     const size_t batch_end = std::min(lines.size(), refs.size() + kBatch);
-    while (refs.size() < batch_end) refs.push_back(Ref::from_binary(lines[refs.size()].binary));
+    while (refs.size() < batch_end) refs.push_back(Ref::from_hex(lines[refs.size()].hex));
     adopt_seconds += seconds_since(adopt_start);
     const auto start = Clock::now();
     while (first < refs.size()) {
@@ -396,7 +377,7 @@ int run_remote_get(const BenchConfig& config) {
   // Warm-up round, untimed: connects this node to the owner node and checks the value.
   uint64_t size = 0;
   {
-    Ref ref = Ref::from_binary(line.binary);
+    Ref ref = Ref::from_hex(line.hex);
     auto view = halo::get(ref);
     size = view.size();
     if (checksum(view.span()) != line.sum) {
@@ -409,7 +390,7 @@ int run_remote_get(const BenchConfig& config) {
   const auto start = Clock::now();
   const auto end = start + std::chrono::duration<double>(config.seconds);
   do {
-    Ref ref = Ref::from_binary(line.binary);
+    Ref ref = Ref::from_hex(line.hex);
     const auto t0 = Clock::now();
     auto view = halo::get(ref);
     get_seconds += seconds_since(t0);

@@ -35,24 +35,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::string to_hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
-
-std::string from_hex(std::string_view hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
-  }
-  return out;
-}
-
 // Object i holds i, i+1, i+2, ...: its sum says whether every element arrived.
 double expected_sum(size_t i, size_t n) { return static_cast<double>(n) * i + n * (n - 1) / 2.0; }
 
@@ -63,7 +45,7 @@ int reader(const std::string& refs_file) {
   size_t objects = 0, bytes = 0, bad = 0;
   const auto start = Clock::now();
   for (size_t i = 0; std::getline(in, line); ++i) {
-    auto ref = halo::ObjectRef<Samples>::from_binary(from_hex(line));
+    auto ref = halo::ObjectRef<Samples>::from_hex(line);
     auto view = halo::get(ref, std::chrono::seconds(60));
     if (std::accumulate(view.begin(), view.end(), 0.0) != expected_sum(i, view.size())) ++bad;
     ++objects;
@@ -117,7 +99,7 @@ int driver(int argc, char** argv) {
   const std::string refs_file = "/tmp/halo-demo-refs-" + std::to_string(::getpid());
   {
     std::ofstream out(refs_file);
-    for (const auto& ref : refs) out << to_hex(ref.binary()) << "\n";
+    for (const auto& ref : refs) out << ref.hex() << "\n";
   }
   const halo::ClusterInfo cluster = halo::cluster_info();
   std::printf("reading them on the other nodes:\n");

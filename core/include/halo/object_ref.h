@@ -4,6 +4,7 @@
 //   auto copy = ref;                   // Copies share one reference.
 //   std::string wire = ref.binary();   // Hand it to another process (MPI, a file, ...)...
 //   auto same = halo::ObjectRef<std::vector<double>>::from_binary(wire);  // ...which adopts it.
+//   std::string text = ref.hex();      // The same as text (from_hex adopts it).
 //
 // An object lives while any ObjectRef to it exists anywhere in the cluster: each process
 // tells its node when it holds the first and drops the last reference, and nodes tell the
@@ -46,6 +47,27 @@ class ObjectRef {
     if (bytes.size() <= ObjectId::kSize) throw Error("not an ObjectRef: too short");
     auto id = ObjectId::from_binary(bytes.substr(0, ObjectId::kSize));
     return ObjectRef(internal::adopt_ref(*id, std::string(bytes.substr(ObjectId::kSize))));
+  }
+
+  // The wire form as text (lower-case hex of binary()), for files, command lines and the
+  // environment; from_hex() adopts it. Throws halo::Error for text that is not such a form.
+  std::string hex() const {
+    const std::string bytes = binary();
+    return internal_ids::to_hex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  }
+  static ObjectRef from_hex(std::string_view text) {
+    auto digit = [text](char c) {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      throw Error("not an ObjectRef in hex: '" + std::string(text) + "'");
+    };
+    if (text.size() % 2 != 0) throw Error("not an ObjectRef in hex: an odd number of digits");
+    std::string bytes(text.size() / 2, '\0');
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      bytes[i] = static_cast<char>(digit(text[2 * i]) * 16 + digit(text[2 * i + 1]));
+    }
+    return from_binary(bytes);
   }
 
   const internal::RefState* state() const { return state_.get(); }

@@ -57,24 +57,6 @@ uint64_t checksum(std::span<const uint8_t> bytes) {
   return h ^ bytes.size();
 }
 
-std::string to_hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
-
-std::string from_hex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
-  }
-  return out;
-}
-
 struct Params {
   int iterations = 0;
   double tolerance = 0;
@@ -105,6 +87,20 @@ int roundtrip(const std::vector<size_t>& sizes) {
     return 1;
   } catch (const halo::Error&) {
   }
+  // The text form round-trips, and text that is not one is refused with a clear error.
+  auto again = halo::ObjectRef<int64_t>::from_hex(halo::put(int64_t{9}).hex());
+  if (*halo::get(again) != 9) {
+    std::printf("ROUNDTRIP FAILED: a reference through hex() and from_hex() reads wrong\n");
+    return 1;
+  }
+  for (const char* bad : {"abc", "zz00112233445566778899aabbccddeeff00", ""}) {
+    try {
+      halo::ObjectRef<int64_t>::from_hex(bad);
+      std::printf("ROUNDTRIP FAILED: from_hex(\"%s\") was accepted\n", bad);
+      return 1;
+    } catch (const halo::Error&) {
+    }
+  }
   std::printf("ROUNDTRIP OK\n");
   return 0;
 }
@@ -120,14 +116,14 @@ int run(int argc, char** argv) {
   if (cmd == "put" && argc == 4) {
     auto data = pattern(std::stoull(argv[2]), std::stoull(argv[3]));
     auto ref = halo::put(data);
-    std::printf("REF %s %llu\n", to_hex(ref.binary()).c_str(),
+    std::printf("REF %s %llu\n", ref.hex().c_str(),
                 static_cast<unsigned long long>(checksum(data)));
     std::fflush(stdout);
     hold_until_stdin_closes();
     return 0;
   }
   if (cmd == "get" && (argc == 5 || argc == 6)) {
-    auto ref = halo::ObjectRef<std::vector<uint8_t>>::from_binary(from_hex(argv[2]));
+    auto ref = halo::ObjectRef<std::vector<uint8_t>>::from_hex(argv[2]);
     try {
       auto view = halo::get(ref, std::chrono::milliseconds(std::stoll(argv[4])));
       const uint64_t sum = checksum(view.span());
@@ -210,7 +206,7 @@ int run(int argc, char** argv) {
   if (cmd == "wait" && argc >= 5) {
     std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
     for (int i = 4; i < argc; ++i) {
-      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_binary(from_hex(argv[i])));
+      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_hex(argv[i]));
     }
     auto ready =
         halo::wait(refs, std::stoull(argv[2]), std::chrono::milliseconds(std::stoll(argv[3])));
@@ -223,7 +219,7 @@ int run(int argc, char** argv) {
     std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
     std::vector<std::string> sums;
     for (int i = 2; i + 1 < argc; i += 2) {
-      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_binary(from_hex(argv[i])));
+      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_hex(argv[i]));
       sums.push_back(argv[i + 1]);
     }
     for (int pass = 0; pass < 2; ++pass) {
