@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <utility>
 
 #include "halo/base/logging.h"
@@ -118,17 +119,19 @@ void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
 
 void ClientRuntime::push(Outgoing item) {
   {
-    std::lock_guard lock(send_mu_);
-    if (!closed_) {
-      const bool lazy = item.lazy;
-      if (item.op && item.op->has_arena_put()) ++puts_queued_;
-      outbox_.push_back(std::move(item));
-      if (drain_posted_) return;
-      if (lazy && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
-      drain_posted_ = true;
+    std::unique_lock lock(send_mu_);
+    if (closed_) {
+      lock.unlock();
+      if (item.cancel) item.cancel();  // Shutting down.
+      return;
     }
+    const bool lazy = item.lazy;
+    if (item.op && item.op->has_arena_put()) ++puts_queued_;
+    outbox_.push_back(std::move(item));
+    if (drain_posted_) return;
+    if (lazy && outbox_.size() < kLazyReleases) return arm_release_timer_locked();
+    drain_posted_ = true;
   }
-  if (item.cancel) return item.cancel();  // Shutting down: not moved from.
   // Posted without the lock: on the progress thread this runs the drain inline.
   transport_->run_on_progress_thread([this] { drain(false); });
 }
@@ -212,10 +215,15 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
           in_flight_ = OpKind::kNone;
         }
         if (!applied.ok()) {
-          // Shutting down (CANCELLED) is no news; a lost node is, and gets reported by the
-          // next call too.
+          // Shutting down (CANCELLED) is no news. Otherwise the batch may or may not have been
+          // applied: references published from now on could name objects the node lacks.
           if (applied.status().code() != StatusCode::kCancelled) {
             log::warn("the node did not confirm queued store operations: {}", applied.status());
+            std::lock_guard lock(send_mu_);
+            if (batch_error_.ok()) {
+              batch_error_ = applied.status().with_context(
+                  "the node did not confirm queued store operations of this process");
+            }
           }
         } else {
           if (applied->refused() > 0) {
@@ -234,7 +242,9 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
             }
           }
         }
-        drain(false);
+        // Deadlines complete calls on the RPC client's timer thread: drains stay on the
+        // progress thread, one at a time.
+        transport_->run_on_progress_thread([this] { drain(false); });
       });
 }
 
@@ -287,6 +297,13 @@ ClientRuntime::~ClientRuntime() {
     if (item.cancel) item.cancel();  // A caller waiting for it gets CANCELLED.
   }
   release_timer_.stop();
+  // A drain running now started before closed_ was set: let it finish before the RPC node
+  // goes (later drains see closed_).
+  if (transport_) {
+    std::promise<void> passed;
+    transport_->run_on_progress_thread([&passed] { passed.set_value(); });
+    passed.get_future().wait();
+  }
   if (node_) node_->close();
   rpc_.reset();
   transport_.reset();
@@ -483,20 +500,27 @@ StatusOr<std::vector<bool>> ClientRuntime::wait(const std::vector<const RefState
 
 StatusOr<std::shared_ptr<RefState>> ClientRuntime::adopt(const ObjectId& id,
                                                          const std::string& owner) {
-  bool first = false;
+  using Added = Reply<objstore::proto::RefsResponse>;
+  std::shared_ptr<Added> reply;
   {
     std::lock_guard lock(mu_);
     Entry& e = entries_[id];
-    first = e.refs++ == 0;
     e.owner = owner;
+    if (e.refs++ == 0) {
+      // Queued under mu_, as release() queues the drop: whatever this process does with the
+      // object afterwards (another adopt, a get) is queued after it.
+      objstore::proto::RefsRequest request;
+      auto* ref = request.add_refs();
+      ref->set_object_id(id.binary());
+      ref->set_owner_address(owner);
+      reply = std::make_shared<Added>();
+      call_async<objstore::proto::RefsRequest, objstore::proto::RefsResponse>(
+          "store.add_refs", request, 30s,
+          [reply](StatusOr<objstore::proto::RefsResponse> r) { reply->set(std::move(r)); });
+    }
   }
-  if (first) {
-    objstore::proto::RefsRequest request;
-    auto* ref = request.add_refs();
-    ref->set_object_id(id.binary());
-    ref->set_owner_address(owner);
-    auto added = call<objstore::proto::RefsRequest, objstore::proto::RefsResponse>("store.add_refs",
-                                                                                   request, 30s);
+  if (reply) {
+    auto added = reply->take();
     if (!added.ok()) {
       std::lock_guard lock(mu_);
       auto it = entries_.find(id);
@@ -526,7 +550,12 @@ void ClientRuntime::release(const ObjectId& id) {
 }
 
 void ClientRuntime::keep_pin_locked(const ObjectId& id, Entry& entry) {
-  if (entry.kept) return touch_pin_locked(entry);
+  if (entry.kept) {
+    // Two gets that missed at once pinned it twice: keep the pin the views share now (the
+    // other goes with its last view).
+    if (auto live = entry.pin.lock()) entry.kept = std::move(live);
+    return touch_pin_locked(entry);
+  }
   entry.kept = entry.pin.lock();
   if (!entry.kept) return;
   kept_lru_.push_front(id);
