@@ -145,9 +145,10 @@ void ClientRuntime::arm_release_timer_locked() {
 void ClientRuntime::drain(bool all) {
   std::unique_lock lock(send_mu_);
   drain_posted_ = false;
-  // A large message may be overtaken by a smaller one sent after it (the library receives it
-  // in two steps), so order on the wire is not assumed: a batch leaves only when the previous
-  // one is answered, and a call only when what it must not overtake is answered:
+  // The transport does not promise that messages of a connection arrive in order (a large one
+  // is received in two steps, and may complete after a smaller one sent later), so order on
+  // the wire is not assumed: a batch leaves only when the previous one is answered, and a call
+  // only when what it must not overtake is answered:
   //   - arena puts: nothing overtakes them (a call may be about the object);
   //   - dropped references: only calls that take references (and syncs) wait for them;
   //   - released pins: anything may overtake them (pins count). Alone, they wait until

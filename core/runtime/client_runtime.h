@@ -11,13 +11,13 @@
 //
 // Order. Everything the process tells its node goes through one outbox, drained in order by
 // the transport's progress thread; what it says without waiting for an answer (arena puts,
-// dropped references, released pins) leaves as one store.batch. The transport may deliver a
-// large message after a smaller one sent later, so a batch leaves only when the previous one
-// is answered, and a request never overtakes queued puts (nor, for store.add_refs, dropped
-// references); only released pins, which may wait to leave in batches, and a batch in flight
-// that holds nothing it depends on, are overtaken (see drain()). A reference that leaves the
-// process (publish_refs, from ObjectRef::binary) waits until the node has applied the puts
-// queued so far.
+// dropped references, released pins) leaves as one store.batch. The transport does not promise
+// to deliver messages in order (a large one may complete after a smaller one sent later), so a
+// batch leaves only when the previous one is answered, and a request never overtakes queued puts
+// (nor, for store.add_refs, dropped references); only released pins, which may wait to leave in
+// batches, and a batch in flight that holds nothing it depends on, are overtaken (see drain()). A
+// reference that leaves the process (publish_refs, from ObjectRef::binary) waits until the node has
+// applied the puts queued so far.
 //
 // Reference counting: the process counts its references per object and tells its node about
 // the first (store.add_refs; a put counts as one) and the last (a queued remove_ref, which also
