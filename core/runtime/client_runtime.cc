@@ -238,9 +238,7 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
                           applied->first_error()));
             }
           } else {
-            uint64_t synced = puts_synced_.load();
-            while (synced < puts && !puts_synced_.compare_exchange_weak(synced, puts)) {
-            }
+            note_synced(puts);
           }
         }
         // Deadlines complete calls on the RPC client's timer thread: drains stay on the
@@ -398,6 +396,12 @@ Status ClientRuntime::put_in_arena(const ObjectId& id, size_t size,
   return Status();
 }
 
+void ClientRuntime::note_synced(uint64_t puts) {
+  uint64_t synced = puts_synced_.load();
+  while (synced < puts && !puts_synced_.compare_exchange_weak(synced, puts)) {
+  }
+}
+
 Status ClientRuntime::sync() {
   uint64_t wanted;
   {
@@ -414,9 +418,7 @@ Status ClientRuntime::sync() {
     std::lock_guard lock(send_mu_);
     HALO_RETURN_IF_ERROR(batch_error_);
   }
-  uint64_t synced = puts_synced_.load();
-  while (synced < wanted && !puts_synced_.compare_exchange_weak(synced, wanted)) {
-  }
+  note_synced(wanted);
   return Status();
 }
 

@@ -130,6 +130,8 @@ class ClientRuntime {
   void drain(bool all);
   void arm_release_timer_locked();
   void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts);
+  // The node has applied the first `puts` arena puts (puts_synced_ only grows).
+  void note_synced(uint64_t puts);
 
   // A small put into the arena. `write` runs with arena_mu_ held: it must not put.
   Status put_in_arena(const ObjectId& id, size_t size,

@@ -353,9 +353,7 @@ void StoreService::handle_batch(const proto::StoreBatchRequest& request,
           refuse(id.status());
           break;
         }
-        while (store_->unpin(*id, client).ok()) {
-        }
-        apply(refs_->remove_refs(client, {*id}));
+        drop_refs(client, {*id});
         break;
       }
       case proto::BatchOp::kRelease: {
@@ -505,16 +503,10 @@ void StoreService::handle_remove_refs(const proto::RefsRequest& request,
                                       RpcResponder<proto::RefsResponse> reply) {
   auto refs = refs_of(request.refs());
   if (!refs.ok()) return reply.respond(refs.status());
-  const ClientId client = client_of(reply.context().peer());
   std::vector<ObjectId> ids;
   ids.reserve(refs->size());
-  for (const RefSpec& ref : *refs) {
-    ids.push_back(ref.id);
-    // The client reads an object only while it holds a reference: its pins go with it.
-    while (store_->unpin(ref.id, client).ok()) {
-    }
-  }
-  apply(refs_->remove_refs(client, ids));
+  for (const RefSpec& ref : *refs) ids.push_back(ref.id);
+  drop_refs(client_of(reply.context().peer()), ids);
   reply.respond(proto::RefsResponse());
 }
 
@@ -751,6 +743,15 @@ void StoreService::cancel_deadline(uint64_t id) {
 }
 
 // ---- References and departures ----------------------------------------------------------------
+
+void StoreService::drop_refs(ClientId client, const std::vector<ObjectId>& ids) {
+  for (const ObjectId& id : ids) {
+    // The client reads an object only while it holds a reference: its pins go with it.
+    while (store_->unpin(id, client).ok()) {
+    }
+  }
+  apply(refs_->remove_refs(client, ids));
+}
 
 void StoreService::apply(RefActions actions) {
   for (const ObjectId& id : actions.free) {

@@ -144,6 +144,8 @@ class StoreService {
   void cancel_deadline(uint64_t id);
 
   void apply(RefActions actions);
+  // `client` dropped its references to `ids` (and with them its pins).
+  void drop_refs(ClientId client, const std::vector<ObjectId>& ids);
   void send_borrow(const RefSpec& ref, bool borrow);
   void client_gone(ClientId client);
 
