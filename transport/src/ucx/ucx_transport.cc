@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <sstream>
 
@@ -82,6 +83,32 @@ void modify_in_epoll(int epoll_fd, int fd, uint32_t events) {
   epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
 }
 
+// Whether UCX, given `tls` (empty: UCX_TLS or UCX's default), may move data over TCP with no
+// InfiniBand transport beside it (which zero copy matters to and which does not have the bug
+// ucx_tcp_copy_messages works around).
+bool may_carry_data_over_tcp(const std::string& configured_tls) {
+  std::string tls = configured_tls;
+  if (tls.empty()) {
+    const char* env = std::getenv("UCX_TLS");
+    tls = env == nullptr ? "" : env;
+  }
+  const bool any = tls.empty() || tls.find("all") != std::string::npos;
+  if (!any && tls.find("tcp") == std::string::npos) return false;
+  std::error_code error;
+  const bool has_ib = std::filesystem::exists("/sys/class/infiniband", error) &&
+                      !std::filesystem::is_empty("/sys/class/infiniband", error);
+  if (!has_ib) return true;
+  if (any) return false;
+  std::istringstream names(tls);
+  for (std::string name; std::getline(names, name, ',');) {
+    if (name.starts_with("^")) return false;  // "All but ...": InfiniBand is among them.
+    for (const char* ib : {"rc", "dc", "ud", "ib"}) {
+      if (name.starts_with(ib)) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -117,6 +144,26 @@ Status UcxTransport::init() {
     status = ucp_config_modify(ucp_config, "TLS", config().ucx_tls.c_str());
     if (status != UCS_OK) {
       return from_ucs(status, str_cat("UCX refused ucx_tls='", config().ucx_tls, "'"));
+    }
+  }
+  if (config().ucx_tcp_copy_messages && may_carry_data_over_tcp(config().ucx_tls)) {
+    // UCX 1.13's uct_tcp_ep_sendv completes a failed zero-copy message twice: once through
+    // uct_tcp_ep_handle_disconnected and once more itself. With UCX's assertions (Debian's
+    // build) the process aborts; without, a freed request is completed again. A peer killed
+    // while messages stream to it triggers it in ~7% of runs of UcxPeerLoss/tcp_am_kill.
+    // Copying messages into segments never takes that path; 256 KiB segments keep TCP
+    // bandwidth where zero copy had it (docs/transport.md has the numbers).
+    struct Setting {
+      const char* key;  // As ucp_config_modify takes it (UCT keys without their prefix).
+      const char* env;  // What a user sets instead.
+      const char* value;
+    };
+    for (const Setting& s : {Setting{"ZCOPY_THRESH", "UCX_ZCOPY_THRESH", "inf"},
+                             Setting{"TX_SEG_SIZE", "UCX_TCP_TX_SEG_SIZE", "256K"},
+                             Setting{"RX_SEG_SIZE", "UCX_TCP_RX_SEG_SIZE", "256K"}}) {
+      if (std::getenv(s.env) != nullptr) continue;  // The user's choice wins.
+      status = ucp_config_modify(ucp_config, s.key, s.value);
+      if (status != UCS_OK) return from_ucs(status, str_cat("UCX refused ", s.env, "=", s.value));
     }
   }
   if (!config().net_interface.empty()) {

@@ -50,6 +50,13 @@ struct TransportConfig {
   // rendezvous straight into the target region), or "auto" (what measured fastest for the
   // transport in use; see docs/transport.md).
   std::string rma_mechanism = "auto";
+  // UCX's TCP transport (1.13 at least) completes a zero-copy message twice when sending it
+  // fails, so a peer that dies while messages stream to it can abort this process. When on
+  // and UCX may carry data over TCP (and no InfiniBand transport), messages are copied
+  // through 256 KiB segments instead (UCX_ZCOPY_THRESH=inf, UCX_TCP_{TX,RX}_SEG_SIZE=256K),
+  // at the same bandwidth; UCX_* variables set in the environment win. Every process of a
+  // cluster must agree. See docs/transport.md.
+  bool ucx_tcp_copy_messages = true;
 
   template <typename V>
   void visit(V& v) {
@@ -69,6 +76,8 @@ struct TransportConfig {
     v("max_am_header_bytes", max_am_header_bytes, "largest accepted message header");
     v("max_am_payload_bytes", max_am_payload_bytes, "largest accepted message payload");
     v("rma_mechanism", rma_mechanism, "put/get mechanism: auto, rma or am");
+    v("ucx_tcp_copy_messages", ucx_tcp_copy_messages,
+      "UCX over TCP: copy messages, avoiding UCX 1.13's zero-copy failure bug");
   }
 };
 
