@@ -34,7 +34,12 @@ def run(argv, env=None, timeout=RUN_TIMEOUT):
 
 
 def free_port():
-    return random.randint(20000, 59000)
+    # Below Linux's ephemeral range (32768-60999), where the daemons' and UCX's own listening
+    # sockets get their ports; _pair still retries a port found taken.
+    return random.randint(20000, 32000)
+
+
+PORT_ATTEMPTS = 5
 
 
 def wait_listening(prefix, port, proc, timeout=20):
@@ -110,34 +115,44 @@ class Setup:
         raise MeasurementError(f"halo benchmark {bench_filter} produced no result")
 
     # --- peers --------------------------------------------------------------------------
-    def _pair(self, server_argv, client_argv, port):
-        server = subprocess.Popen(self.server_prefix + server_argv, env=self.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_listening(self.server_prefix, port, server)
-            return run(self.client_prefix + client_argv, env=self.env)
-        finally:
+    def _pair(self, make_argvs):
+        """Runs a peer's server and client on a free port; make_argvs(port) gives both argvs.
+        A port some other socket took meanwhile is replaced by another."""
+        for attempt in range(PORT_ATTEMPTS):
+            port = free_port()
+            server_argv, client_argv = make_argvs(port)
+            server = subprocess.Popen(self.server_prefix + server_argv, env=self.env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                try:
+                    wait_listening(self.server_prefix, port, server)
+                except MeasurementError as e:
+                    if "already in use" in str(e) and attempt + 1 < PORT_ATTEMPTS:
+                        continue
+                    raise
+                return run(self.client_prefix + client_argv, env=self.env)
+            finally:
+                try:
+                    server.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
 
     def ucx_perftest(self, test, size, iterations):
-        port = free_port()
         common = ["-t", test, "-s", str(size), "-n", str(iterations),
                   "-w", str(max(1, min(iterations // 10, 10000)))]
-        out = self._pair(["ucx_perftest", "-p", str(port)],
-                         ["ucx_perftest", self.server_host, "-p", str(port), *common, "-f"], port)
+        out = self._pair(lambda port: (
+            ["ucx_perftest", "-p", str(port)],
+            ["ucx_perftest", self.server_host, "-p", str(port), *common, "-f"]))
         line = [l for l in out.splitlines() if l.strip() and re.match(r"^\s*\d", l)][-1].split()
         # Columns: iterations, latency p50, avg, overall (usec), bandwidth avg, overall (MiB/s), ...
         return float(line[2]), float(line[5]) * 1.048576  # usec, MB/s (10^6)
 
     def fi_pingpong(self, size, iterations):
-        port = free_port()
         common = ["-p", self.provider, "-e", "rdm", "-S", str(size), "-I", str(iterations)]
-        out = self._pair(["fi_pingpong", *common, "-B", str(port)],
-                         ["fi_pingpong", *common, "-P", str(port), self.server_host], port)
+        out = self._pair(lambda port: (
+            ["fi_pingpong", *common, "-B", str(port)],
+            ["fi_pingpong", *common, "-P", str(port), self.server_host]))
         line = [l for l in out.splitlines() if re.match(r"^\d", l)][-1].split()
         # Columns: bytes, #sent, #ack, total, time, MB/sec (10^6), usec/xfer, Mxfers/sec
         return float(line[6]), float(line[5])
