@@ -84,13 +84,18 @@ StatusOr<std::unique_ptr<EchoChild>> EchoChild::spawn(const TransportConfig& con
   }
   child->pid_ = pid;
 
-  // The first line is "LISTENING <address>"; EOF first means the child failed (its reason is
-  // on its stderr, which the caller shares).
-  std::string line;
-  char c;
-  while (read(fds[0], &c, 1) == 1 && c != '\n') line += c;
-  close(fds[0]);
+  // It prints "LISTENING <address>" once it listens; EOF first means the child failed (its
+  // reason is on its stderr, which the caller shares). UCX prints its warnings on standard
+  // output too: those lines are passed on to this process's standard error.
   const std::string prefix = "LISTENING ";
+  std::string line;
+  for (bool eof = false; !eof && line.rfind(prefix, 0) != 0;) {
+    line.clear();
+    char c;
+    while (!(eof = read(fds[0], &c, 1) != 1) && c != '\n') line += c;
+    if (!line.empty() && line.rfind(prefix, 0) != 0) std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  close(fds[0]);
   if (line.rfind(prefix, 0) != 0) {
     return unavailable_error(str_cat(binary, " did not start listening (see its error above)"));
   }
