@@ -56,18 +56,9 @@ class ObjectRef {
     return internal_ids::to_hex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   }
   static ObjectRef from_hex(std::string_view text) {
-    auto digit = [text](char c) {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      throw Error("not an ObjectRef in hex: '" + std::string(text) + "'");
-    };
-    if (text.size() % 2 != 0) throw Error("not an ObjectRef in hex: an odd number of digits");
-    std::string bytes(text.size() / 2, '\0');
-    for (size_t i = 0; i < bytes.size(); ++i) {
-      bytes[i] = static_cast<char>(digit(text[2 * i]) * 16 + digit(text[2 * i + 1]));
-    }
-    return from_binary(bytes);
+    auto bytes = internal_ids::bytes_from_hex(text, "ObjectRef", text.size() / 2);
+    if (!bytes.ok()) throw Error(bytes.status().to_string());
+    return from_binary(*bytes);
   }
 
   const internal::RefState* state() const { return state_.get(); }
