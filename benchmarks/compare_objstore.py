@@ -13,9 +13,10 @@ prints a table. Run through compare_objstore.sh.
   put_bandwidth           put of 1 MiB .. 1 GiB (the client writes a std::vector<uint8_t> into
                           the store) against memcpy of it in the same process, alternating
   remote_get_bandwidth    get of an object held by another node, 1 MiB .. 256 MiB, on shm (two
-                          nodes on this machine, UCX posix,sysv,cma,self) and tcp-hosts (one
+                          nodes on this machine, UCX ^mm: halo's default) and tcp-hosts (one
                           node in each of two test hosts, UCX tcp,self), against the better of
-                          ucx_perftest ucp_put_bw and ucp_am_bw with the same UCX_TLS
+                          ucx_perftest ucp_put_bw and ucp_am_bw with the same UCX_TLS and
+                          peer-failure handling (-e), as halo's endpoints
 
 The small-object metrics have no peer on this machine (Ray publishes about 5,200 puts/s and
 10,400 gets/s): each is run --pairs times, and the record gives the median, min and max.
@@ -46,7 +47,9 @@ METRICS = ["small_put_ops", "small_put_ops_2clients", "small_get_ops", "put_band
            "remote_get_bandwidth"]
 PUT_SIZES = [1 << 20, 16 << 20, 256 << 20, 1 << 30]
 REMOTE_SIZES = [1 << 20, 16 << 20, 256 << 20]
-UCX_TLS = {"shm": "posix,sysv,cma,self", "tcp-hosts": "tcp,self"}
+# halo's default on one host ("^mm": no UCX shared-memory FIFO, see transport/src/ucx/ucx_tls.h)
+# and what the multihost tests use between hosts.
+UCX_TLS = {"shm": "^mm", "tcp-hosts": "tcp,self"}
 SMALL_BYTES = 64
 RUN_TIMEOUT = 600
 
@@ -395,6 +398,10 @@ def measure_remote_get(args, cluster, link, hosts, size):
     holder, refs_file = cluster.hold(0, 1, size, f"remote-{size}")
     try:
         setup = Setup(args, "ucx", link, hosts)
+        # The peer on halo's settings: its UCX_TLS, and endpoints with peer-failure handling
+        # (UCP_ERR_HANDLING_MODE_PEER), which halo's node-to-node endpoints have on every link.
+        setup.env["UCX_TLS"] = UCX_TLS[link]
+        setup.perftest_flags = ["-e"]
         # Each test's iterations sized to last about --seconds (over TCP ucp_put_bw may be 50x
         # slower than ucp_am_bw: one count for both would make the put runs last minutes).
         probe_n = max(2, min(200, (64 << 20) // size))

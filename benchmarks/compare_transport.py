@@ -61,6 +61,7 @@ class Setup:
     def __init__(self, args, backend, link, hosts):
         self.args, self.backend, self.link, self.hosts = args, backend, link, hosts
         self.env = dict(os.environ)
+        self.perftest_flags = []  # Extra ucx_perftest flags, both sides (e.g. "-e").
         if link == "tcp-hosts":
             self.server_prefix, self.client_prefix = hosts.prefix(1), hosts.prefix(0)
             self.server_host, iface = hosts.addrs[1], hosts.interface
@@ -142,8 +143,9 @@ class Setup:
         common = ["-t", test, "-s", str(size), "-n", str(iterations),
                   "-w", str(max(1, min(iterations // 10, 10000)))]
         out = self._pair(lambda port: (
-            ["ucx_perftest", "-p", str(port)],
-            ["ucx_perftest", self.server_host, "-p", str(port), *common, "-f"]))
+            ["ucx_perftest", "-p", str(port), *self.perftest_flags],
+            ["ucx_perftest", self.server_host, "-p", str(port), *self.perftest_flags, *common,
+             "-f"]))
         line = [l for l in out.splitlines() if l.strip() and re.match(r"^\s*\d", l)][-1].split()
         # Columns: iterations, latency p50, avg, overall (usec), bandwidth avg, overall (MiB/s), ...
         return float(line[2]), float(line[5]) * 1.048576  # usec, MB/s (10^6)

@@ -37,7 +37,7 @@
 //                         (get time only) and "cycle_MBps" (adopt + get + drop).
 //
 //   export HALO_ADDRESS=ucx://127.0.0.1:6380 HALO_SECRET_FILE=work/cluster.secret
-//   export HALO_NODE_ADDRESS=ucx://127.0.0.1:40123 HALO_UCX_TLS=posix,sysv,cma,self
+//   export HALO_NODE_ADDRESS=ucx://127.0.0.1:40123
 //   halo_objstore_bench --mode=put_bandwidth --size=16777216 --pairs=5
 //
 // Bandwidth is in MB/s (10^6 bytes per second) of the value's bytes (the 16-byte object header

@@ -13,13 +13,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <future>
 #include <sstream>
 
 #include "backends.h"
 #include "ucx/ucx_endpoint.h"
 #include "ucx/ucx_status.h"
+#include "ucx/ucx_tls.h"
 #include "ucx/ucx_wire.h"
 
 namespace halo::transport::internal {
@@ -83,32 +83,6 @@ void modify_in_epoll(int epoll_fd, int fd, uint32_t events) {
   epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
 }
 
-// Whether UCX, given `tls` (empty: UCX_TLS or UCX's default), may move data over TCP with no
-// InfiniBand transport beside it (which zero copy matters to and which does not have the bug
-// ucx_tcp_copy_messages works around).
-bool may_carry_data_over_tcp(const std::string& configured_tls) {
-  std::string tls = configured_tls;
-  if (tls.empty()) {
-    const char* env = std::getenv("UCX_TLS");
-    tls = env == nullptr ? "" : env;
-  }
-  const bool any = tls.empty() || tls.find("all") != std::string::npos;
-  if (!any && tls.find("tcp") == std::string::npos) return false;
-  std::error_code error;
-  const bool has_ib = std::filesystem::exists("/sys/class/infiniband", error) &&
-                      !std::filesystem::is_empty("/sys/class/infiniband", error);
-  if (!has_ib) return true;
-  if (any) return false;
-  std::istringstream names(tls);
-  for (std::string name; std::getline(names, name, ',');) {
-    if (name.starts_with("^")) return false;  // "All but ...": InfiniBand is among them.
-    for (const char* ib : {"rc", "dc", "ud", "ib"}) {
-      if (name.starts_with(ib)) return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -140,13 +114,22 @@ Status UcxTransport::init() {
     ucp_config_t* c;
     ~ConfigRelease() { ucp_config_release(c); }
   } release{ucp_config};
-  if (!config().ucx_tls.empty()) {
-    status = ucp_config_modify(ucp_config, "TLS", config().ucx_tls.c_str());
+  // halo's default leaves UCX's shared-memory FIFO transports out (ucx_tls.h says why).
+  const TlsChoice tls = choose_tls(config().ucx_tls, std::getenv("UCX_TLS"), host_has_infiniband());
+  if (!tls.tls.empty()) {
+    status = ucp_config_modify(ucp_config, "TLS", tls.tls.c_str());
     if (status != UCS_OK) {
-      return from_ucs(status, str_cat("UCX refused ucx_tls='", config().ucx_tls, "'"));
+      return from_ucs(status, str_cat("UCX refused ucx_tls='", tls.tls, "'"));
     }
   }
-  if (config().ucx_tcp_copy_messages && may_carry_data_over_tcp(config().ucx_tls)) {
+  if (tls.may_use_shared_memory_fifo) {
+    spdlog::warn(
+        "transport: UCX transports '{}' include UCX's shared-memory FIFO (posix, sysv, xpmem): a "
+        "process killed while sending to another on this host can stall that one for good "
+        "(UCX 1.13); halo's default, \"^mm\", leaves them out (docs/transport.md)",
+        tls.tls.empty() ? std::getenv("UCX_TLS") : tls.tls);
+  }
+  if (config().ucx_tcp_copy_messages && tls.may_carry_data_over_tcp) {
     // UCX 1.13's uct_tcp_ep_sendv completes a failed zero-copy message twice: once through
     // uct_tcp_ep_handle_disconnected and once more itself. With UCX's assertions (Debian's
     // build) the process aborts; without, a freed request is completed again. A peer killed

@@ -10,8 +10,10 @@ namespace halo::transport {
 struct TransportConfig {
   // Which RDMA library carries the bytes: "ucx" (UCP) or "ofi" (libfabric, FI_EP_RDM).
   std::string transport = "ucx";
-  // UCX transports (UCX_TLS), e.g. "posix,sysv,cma,self" for shared memory or "tcp,self".
-  // Empty: UCX's own default (or the UCX_TLS environment variable).
+  // UCX transports (UCX_TLS), e.g. "tcp,self". Empty: the UCX_TLS environment variable, or
+  // else "^mm": every transport UCX finds except its shared-memory FIFO (posix, sysv, xpmem),
+  // which a process killed mid-send can wedge for its peer (UCX 1.13); processes on one host
+  // then talk over TCP loopback. Naming posix or sysv here is allowed, with a warning.
   std::string ucx_tls = "";
   // libfabric provider: "tcp" (tcp;ofi_rxm), "shm", or any provider fi_info lists.
   std::string ofi_provider = "tcp";
@@ -61,7 +63,7 @@ struct TransportConfig {
   template <typename V>
   void visit(V& v) {
     v("transport", transport, "RDMA library: ucx or ofi");
-    v("ucx_tls", ucx_tls, "UCX transports (UCX_TLS); empty = UCX default");
+    v("ucx_tls", ucx_tls, "UCX transports (UCX_TLS); empty = UCX_TLS or ^mm");
     v("ofi_provider", ofi_provider, "libfabric provider: tcp, shm, ...");
     v("net_interface", net_interface, "network interface; empty = from the address");
     v("progress_core", progress_core, "core for the progress thread; -1 = unpinned");
