@@ -357,7 +357,19 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     e.refs += 1;
     e.owner = node_address_;
   }
-  return std::make_shared<RefState>(id, node_address_);
+  auto ref = std::make_shared<RefState>(id, node_address_);
+  if (params.ha) {
+    // After the put's own traffic (its seal or arena batch goes first); on failure `ref`
+    // goes with the error, dropping the object.
+    objstore::proto::MakeHaRequest request;
+    request.set_object_id(id.binary());
+    request.set_copies(params.num_primary_copies);
+    request.set_timeout_ms(timeout.count());
+    auto made = call<objstore::proto::MakeHaRequest, objstore::proto::MakeHaResponse>(
+        "store.make_ha", request, call_timeout(timeout));
+    if (!made.ok()) return made.status().with_context(str_cat("HA put of object ", id.to_hex()));
+  }
+  return ref;
 }
 
 Status ClientRuntime::put_in_arena(const ObjectId& id, size_t size,

@@ -100,6 +100,12 @@ StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::start(NodeConfig config,
           static_cast<uint64_t>(daemon->resources_.resources.at("memory")),
           transport.net_interface));
   objstore::StoreService* store_service = daemon->store_.get();
+  auto domain = daemon->resources_.labels.find("failure_domain");
+  daemon->ha_directory_ = std::make_unique<GcsHaDirectory>(
+      *daemon->client_, daemon->node_id_,
+      domain == daemon->resources_.labels.end() ? "" : domain->second,
+      [self] { return self->admit_ha_copy(); }, std::chrono::milliseconds(5000));
+  store_service->set_ha_directory(daemon->ha_directory_.get());
   daemon->client_->on_endpoint_failure(
       [store_service](const transport::EndpointPtr& ep, const Status&) {
         store_service->endpoint_failed(ep);
@@ -128,6 +134,7 @@ NodeDaemon::~NodeDaemon() {
   request_stop();
   if (thread_.joinable()) thread_.join();
   if (store_) store_->stop();
+  if (ha_directory_) ha_directory_->stop();
   client_.reset();
   store_.reset();
 }

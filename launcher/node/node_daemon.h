@@ -44,6 +44,7 @@
 #include "halo/base/status.h"
 #include "halo/transport/rpc.h"
 #include "halo/transport/transport_config.h"
+#include "launcher/node/gcs_ha_directory.h"
 #include "launcher/node/lease.h"
 #include "launcher/node/node_config.h"
 #include "launcher/node/node_resources.h"
@@ -111,6 +112,7 @@ class NodeDaemon {
   // into the store until the transport has stopped.
   std::unique_ptr<objstore::StoreService> store_;
   std::unique_ptr<gcs::GcsClient> client_;
+  std::unique_ptr<GcsHaDirectory> ha_directory_;  // Stopped before client_ goes.
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -33,6 +33,9 @@ struct StoreConfig {
   uint64_t transfer_chunk_bytes = 4 * 1024 * 1024;
   // How long a node tries to reach another node's daemon before the transfer fails.
   int64_t peer_connect_timeout_ms = 5000;
+  // Primary copies of an HA object (halo::put with ha), the creating node's included, when the
+  // put does not say. Every node of a cluster should have the same value.
+  uint32_t num_primary_copies = 2;
 
   template <typename V>
   void visit(V& v) {
@@ -48,6 +51,7 @@ struct StoreConfig {
     v("transfer_chunk_bytes", transfer_chunk_bytes, "RMA chunk size of transfers between nodes");
     v("peer_connect_timeout_ms", peer_connect_timeout_ms,
       "time limit to reach another node's daemon");
+    v("num_primary_copies", num_primary_copies, "primary copies of an HA object (default 2)");
   }
 };
 

@@ -19,6 +19,22 @@ using transport::RpcResponder;
 constexpr ClientId kPeerClient = 1;  // Pins an object while a peer reads it.
 constexpr ClientId kFirstClient = 16;
 
+// Most primary copies one HA put may ask for.
+constexpr uint32_t kMaxPrimaryCopies = 16;
+
+// A fetch from an object's owner that failed this way may succeed from another holder.
+bool another_holder_may_help(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kUnavailable:
+    case StatusCode::kNotFound:
+    case StatusCode::kDataLoss:
+    case StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
+
 StatusOr<ObjectId> object_id_of(const std::string& bytes) {
   auto id = ObjectId::from_binary(bytes);
   if (!id.ok()) return id.status().with_context("object id in the request");
@@ -187,6 +203,8 @@ Status StoreService::install_handlers() {
   HALO_STORE_METHOD("peer.pull", PullRequest, PullResponse, handle_pull);
   HALO_STORE_METHOD("peer.borrow", BorrowRequest, BorrowResponse, handle_borrow);
   HALO_STORE_METHOD("peer.unborrow", BorrowRequest, BorrowResponse, handle_unborrow);
+  HALO_STORE_METHOD("store.make_ha", MakeHaRequest, MakeHaResponse, handle_make_ha);
+  HALO_STORE_METHOD("peer.replicate", ReplicateRequest, ReplicateResponse, handle_replicate);
 #undef HALO_STORE_METHOD
   return Status();
 }
@@ -678,7 +696,7 @@ void StoreService::pin_when_ready(const ObjectId& id, const std::string& owner_a
     pin_when_ready(id, owner_address, client, deadline, done);
   };
   // A copy being fetched is in the store (unsealed) already: join the transfer.
-  if (fetcher_->fetching(id)) return fetcher_->fetch(id, owner_address, deadline, again);
+  if (fetcher_->fetching(id)) return fetch(id, owner_address, client, deadline, std::move(done));
   std::optional<ObjectInfo> info = store_->info(id);
   if (info) {
     switch (info->state) {
@@ -696,7 +714,211 @@ void StoreService::pin_when_ready(const ObjectId& id, const std::string& owner_a
         str_cat("object ", id.to_hex(), " is lost: its owner node ", address_,
                 " no longer has it (freed, or its creator died before sealing it)")));
   }
-  fetcher_->fetch(id, owner_address, deadline, again);
+  fetch(id, owner_address, client, deadline, std::move(done));
+}
+
+// ---- HA objects ---------------------------------------------------------------------------------
+
+struct StoreService::HaPut {
+  explicit HaPut(RpcResponder<proto::MakeHaResponse> r) : reply(std::move(r)) {}
+  ObjectId id;
+  uint64_t size = 0;
+  uint32_t copies = 0;
+  Clock::time_point deadline;
+  RpcResponder<proto::MakeHaResponse> reply;
+  std::vector<HaCandidate> order;  // Whom to ask, in turn.
+  size_t next = 0;                 // In `order`.
+  size_t asking = 0;               // Requests in flight.
+  std::vector<NodeId> holders;     // This node first.
+  std::vector<std::string> refusals;
+};
+
+void StoreService::handle_make_ha(const proto::MakeHaRequest& request,
+                                  RpcResponder<proto::MakeHaResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  if (ha_ == nullptr) {
+    return reply.respond(
+        failed_precondition_error("this node keeps no HA objects (it has no GCS directory)"));
+  }
+  const uint32_t copies = request.copies() == 0 ? config_.num_primary_copies : request.copies();
+  if (copies < 1 || copies > kMaxPrimaryCopies) {
+    return reply.respond(invalid_argument_error(
+        str_cat("an HA object with ", copies, " primary copies: from 1 to ", kMaxPrimaryCopies)));
+  }
+  auto put = std::make_shared<HaPut>(reply);
+  put->id = *id;
+  put->copies = copies;
+  put->deadline = deadline_after(request.timeout_ms());
+  put->holders.push_back(node_id_);
+  // The put's seal may still be on its way (it is one-way): wait for it. The pin keeps the
+  // bytes here while the copies are taken.
+  pin_when_ready(*id, address_, kPeerClient, put->deadline,
+                 [this, put](StatusOr<Placement> placement) {
+                   if (!placement.ok()) return put->reply.respond(placement.status());
+                   put->size = placement->size;
+                   if (put->copies == 1) return ask_for_copies(put);
+                   ha_->candidates([this, put](StatusOr<HaDirectory::Candidates> found) {
+                     post([this, put, found = std::move(found)] {
+                       if (!found.ok()) {
+                         return finish_ha_put(
+                             put, found.status().with_context("listing the nodes to copy to"));
+                       }
+                       put->order = order_for_copies(found->nodes, found->own_failure_domain);
+                       ask_for_copies(put);
+                     });
+                   });
+                 });
+}
+
+void StoreService::ask_for_copies(const std::shared_ptr<HaPut>& put) {
+  while (put->holders.size() + put->asking < put->copies && put->next < put->order.size()) {
+    const HaCandidate target = put->order[put->next++];
+    ++put->asking;
+    links_->with_peer(target.address, [this, put, target](StatusOr<EndpointPtr> peer) {
+      post([this, put, target, peer = std::move(peer)] {
+        if (!peer.ok()) return copy_answered(put, target, peer.status());
+        proto::ReplicateRequest request;
+        request.set_object_id(put->id.binary());
+        request.set_owner_address(address_);
+        request.set_timeout_ms(time_left(put->deadline).count());
+        rpc_.client().call<proto::ReplicateRequest, proto::ReplicateResponse>(
+            *peer, "peer.replicate", request, time_left(put->deadline),
+            [this, put, target](StatusOr<proto::ReplicateResponse> result) {
+              post([this, put, target, outcome = result.status()] {
+                copy_answered(put, target, outcome);
+              });
+            });
+      });
+    });
+  }
+  if (put->asking > 0) return;
+  if (put->holders.size() < put->copies) {
+    std::string why = put->refusals.empty() ? "no more ALIVE nodes to ask" : "";
+    for (const std::string& refusal : put->refusals) {
+      why += (why.empty() ? "" : "; ") + refusal;
+    }
+    return finish_ha_put(
+        put, failed_precondition_error(str_cat(
+                 "object ", put->id.to_hex(), " got ", put->holders.size(), " of ", put->copies,
+                 " primary copies (", put->order.size(), " other ALIVE node(s) asked): ", why)));
+  }
+  ha_->record(put->id, put->size, put->holders, put->copies, [this, put](Status recorded) {
+    post([this, put, recorded] {
+      if (!recorded.ok()) {
+        return finish_ha_put(put, recorded.with_context("recording the copies in the GCS"));
+      }
+      proto::MakeHaResponse response;
+      for (const NodeId& holder : put->holders) response.add_holders(holder.binary());
+      finish_ha_put(put, std::move(response));
+    });
+  });
+}
+
+void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCandidate& target,
+                                 const Status& outcome) {
+  --put->asking;
+  if (outcome.ok()) {
+    put->holders.push_back(target.node);
+  } else {
+    log::warn("node {} did not take a copy of HA object {}: {}", target.address, put->id, outcome);
+    put->refusals.push_back(str_cat(target.address, ": ", outcome.to_string()));
+  }
+  ask_for_copies(put);
+}
+
+void StoreService::finish_ha_put(const std::shared_ptr<HaPut>& put,
+                                 StatusOr<proto::MakeHaResponse> outcome) {
+  (void)store_->unpin(put->id, kPeerClient);
+  // Copies already taken by other nodes stay there when the put fails (a known limit, see
+  // docs/objstore.md); the put never reports success with fewer copies than asked.
+  put->reply.respond(std::move(outcome));
+}
+
+void StoreService::handle_replicate(const proto::ReplicateRequest& request,
+                                    RpcResponder<proto::ReplicateResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  if (ha_ == nullptr) {
+    return reply.respond(
+        failed_precondition_error("this node keeps no HA objects (it has no GCS directory)"));
+  }
+  if (request.owner_address().empty() || request.owner_address() == address_) {
+    return reply.respond(invalid_argument_error(
+        str_cat("a copy of object ", id->to_hex(), " asked of its own owner node")));
+  }
+  const Clock::time_point deadline = deadline_after(request.timeout_ms());
+  ha_->admit_copy(
+      [this, id = *id, owner = request.owner_address(), deadline, reply](Status admitted) {
+        post([this, id, owner, deadline, reply, admitted] {
+          if (!admitted.ok()) return reply.respond(admitted);
+          // As a get: the owner RMA-puts the bytes into room reserved here.
+          pin_when_ready(id, owner, kPeerClient, deadline,
+                         [this, id, reply](StatusOr<Placement> placement) {
+                           if (!placement.ok()) return reply.respond(placement.status());
+                           Status primary = store_->make_primary(id);
+                           (void)store_->unpin(id, kPeerClient);
+                           if (!primary.ok()) return reply.respond(primary);
+                           ha_copies_.insert(id);
+                           reply.respond(proto::ReplicateResponse());
+                         });
+        });
+      });
+}
+
+void StoreService::fetch(const ObjectId& id, const std::string& owner_address, ClientId client,
+                         Clock::time_point deadline,
+                         std::function<void(StatusOr<Placement>)> done) {
+  fetcher_->fetch(id, owner_address, deadline,
+                  [this, id, owner_address, client, deadline, done](Status fetched) {
+                    if (fetched.ok()) {
+                      return pin_when_ready(id, owner_address, client, deadline, done);
+                    }
+                    if (ha_ == nullptr || !another_holder_may_help(fetched)) return done(fetched);
+                    ha_->holders(id, [this, id, owner_address, client, deadline, done,
+                                      fetched](StatusOr<std::vector<std::string>> holders) {
+                      post([this, id, owner_address, client, deadline, done, fetched,
+                            holders = std::move(holders)] {
+                        if (!holders.ok()) {
+                          if (holders.status().code() == StatusCode::kNotFound) {
+                            return done(fetched);  // Not an HA object.
+                          }
+                          return done(fetched.with_context(
+                              str_cat("and the HA directory could not say where other copies "
+                                      "are: ",
+                                      holders.status().to_string())));
+                        }
+                        auto others = std::make_shared<std::vector<std::string>>();
+                        for (const std::string& holder : *holders) {
+                          if (holder != owner_address && holder != address_) {
+                            others->push_back(holder);
+                          }
+                        }
+                        log::info("object {}: its owner {} failed ({}); trying {} other holder(s)",
+                                  id, owner_address, fetched, others->size());
+                        fetch_from_holders(id, others, 0, client, deadline, fetched, done);
+                      });
+                    });
+                  });
+}
+
+void StoreService::fetch_from_holders(const ObjectId& id,
+                                      std::shared_ptr<std::vector<std::string>> holders,
+                                      size_t next, ClientId client, Clock::time_point deadline,
+                                      Status first_failure,
+                                      std::function<void(StatusOr<Placement>)> done) {
+  if (next >= holders->size()) {
+    return done(first_failure.with_context(
+        str_cat("no other holder of HA object ", id.to_hex(), " could give it")));
+  }
+  const std::string holder = (*holders)[next];
+  fetcher_->fetch(
+      id, holder, deadline,
+      [this, id, holders, next, client, deadline, first_failure, done, holder](Status fetched) {
+        if (fetched.ok()) return pin_when_ready(id, holder, client, deadline, done);
+        log::warn("object {}: holder {} could not give it: {}", id, holder, fetched);
+        fetch_from_holders(id, holders, next + 1, client, deadline, first_failure, done);
+      });
 }
 
 void StoreService::wait_for_seal(const ObjectId& id, Clock::time_point deadline,
@@ -764,6 +986,8 @@ void StoreService::apply(RefActions actions) {
              not_found_error(str_cat("object ", id.to_hex(), " was aborted before it was sealed")));
       continue;
     }
+    // A copy this node keeps for an HA object goes with the object, not with local references.
+    if (ha_copies_.contains(id)) continue;
     (void)store_->remove(id);
   }
   for (const RefSpec& ref : actions.borrow) send_borrow(ref, true);

@@ -34,6 +34,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "halo/base/deadline_timer.h"
@@ -41,6 +42,7 @@
 #include "halo/base/status.h"
 #include "halo/transport/rpc.h"
 #include "objstore/proto/objstore.pb.h"
+#include "objstore/service/ha_directory.h"
 #include "objstore/service/object_fetcher.h"
 #include "objstore/service/peer_links.h"
 #include "objstore/service/ref_table.h"
@@ -72,6 +74,11 @@ class StoreService {
   // the service after it (transfers in flight write into the segment until the transport has
   // stopped). Idempotent.
   void stop();
+
+  // Lets the node keep HA objects (docs/objstore.md, "HA objects"): without a directory,
+  // store.make_ha and peer.replicate are refused. Call before listen; `directory` must outlive
+  // the service's stop().
+  void set_ha_directory(HaDirectory* directory) { ha_ = directory; }
 
   proto::StoreStatsResponse stats() const;
   const ObjectStore& store() const { return *store_; }
@@ -110,6 +117,8 @@ class StoreService {
                           transport::RpcResponder<proto::RefsResponse> reply);
   void handle_stats(const proto::StoreStatsRequest& request,
                     transport::RpcResponder<proto::StoreStatsResponse> reply);
+  void handle_make_ha(const proto::MakeHaRequest& request,
+                      transport::RpcResponder<proto::MakeHaResponse> reply);
   // peer.* handlers.
   void handle_lookup(const proto::LookupRequest& request,
                      transport::RpcResponder<proto::LookupResponse> reply);
@@ -119,6 +128,22 @@ class StoreService {
                      transport::RpcResponder<proto::BorrowResponse> reply);
   void handle_unborrow(const proto::BorrowRequest& request,
                        transport::RpcResponder<proto::BorrowResponse> reply);
+  void handle_replicate(const proto::ReplicateRequest& request,
+                        transport::RpcResponder<proto::ReplicateResponse> reply);
+
+  // HA puts (store.make_ha): asks candidates for copies until enough have one, then records.
+  struct HaPut;
+  void ask_for_copies(const std::shared_ptr<HaPut>& put);
+  void copy_answered(const std::shared_ptr<HaPut>& put, const HaCandidate& target,
+                     const Status& outcome);
+  void finish_ha_put(const std::shared_ptr<HaPut>& put, StatusOr<proto::MakeHaResponse> outcome);
+  // Fetches `id` from its owner; when that fails and `id` is an HA object, from the other
+  // nodes the directory names, in turn. done() as for pin_when_ready.
+  void fetch(const ObjectId& id, const std::string& owner_address, ClientId client,
+             Clock::time_point deadline, std::function<void(StatusOr<Placement>)> done);
+  void fetch_from_holders(const ObjectId& id, std::shared_ptr<std::vector<std::string>> holders,
+                          size_t next, ClientId client, Clock::time_point deadline,
+                          Status first_failure, std::function<void(StatusOr<Placement>)> done);
 
   // Reserves room for `client` with `attempt` (a store create or arena), trying again whenever
   // space is freed until `deadline` while it answers RESOURCE_EXHAUSTED (full now, could fit
@@ -158,6 +183,10 @@ class StoreService {
   std::shared_ptr<PeerLinks> links_;
   std::unique_ptr<ObjectFetcher> fetcher_;
   std::unique_ptr<RefTable> refs_;
+  HaDirectory* ha_ = nullptr;
+  // Primary copies of HA objects this node took for others (peer.replicate): local
+  // references do not free them.
+  std::unordered_set<ObjectId> ha_copies_;
   std::string address_;
   std::mutex post_mu_;
   bool stopped_ = false;  // Under post_mu_: nothing is posted to the transport any more.

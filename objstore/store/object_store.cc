@@ -213,6 +213,16 @@ Status ObjectStore::seal(ObjectId id) {
   return Status();
 }
 
+Status ObjectStore::make_primary(ObjectId id) {
+  Section section(*this);
+  ObjectEntry* entry = table_.find(id);
+  if (entry == nullptr || entry->pending_remove) {
+    return not_found_error(str_cat("object ", id.to_hex(), " is not in this node's store"));
+  }
+  table_.set_kind(*entry, CopyKind::kPrimary);
+  return Status();
+}
+
 Status ObjectStore::abort(ObjectId id) {
   Section section(*this);
   ObjectEntry* entry = table_.find(id);

@@ -129,6 +129,9 @@ class ObjectStore {
   Status seal(ObjectId id);
   // Frees an unsealed object. NOT_FOUND; FAILED_PRECONDITION if sealed (remove() it instead).
   Status abort(ObjectId id);
+  // Makes a copy primary (an HA copy fetched from its creating node): never evicted from now
+  // on, only spilled. NOT_FOUND if unknown or removed.
+  Status make_primary(ObjectId id);
 
   // Pins a sealed, in-memory object for `client`: its bytes stay at the returned placement
   // until unpinned. Pins count per client (pin twice, unpin twice); pinning marks the object

@@ -78,6 +78,14 @@ void ObjectTable::set_evictable(ObjectEntry& entry, bool evictable) {
   }
 }
 
+void ObjectTable::set_kind(ObjectEntry& entry, CopyKind kind) {
+  if (entry.kind == kind) return;
+  const bool evictable = is_evictable(entry);
+  set_evictable(entry, false);
+  entry.kind = kind;
+  set_evictable(entry, evictable);
+}
+
 ObjectEntry* ObjectTable::least_recently_used(CopyKind kind) {
   std::list<ObjectId>& list = lru(kind);
   return list.empty() ? nullptr : find(list.front());

@@ -72,6 +72,8 @@ class ObjectTable {
   // out (false). Setting true on an entry already in the list leaves its position.
   void set_evictable(ObjectEntry& entry, bool evictable);
   bool is_evictable(const ObjectEntry& entry) const { return entry.lru_position_.has_value(); }
+  // Changes the entry's copy kind, moving it to the new kind's LRU list if it is evictable.
+  void set_kind(ObjectEntry& entry, CopyKind kind);
   // The least recently used evictable entry of `kind`, or null.
   ObjectEntry* least_recently_used(CopyKind kind);
 

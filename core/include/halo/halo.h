@@ -49,17 +49,28 @@ void shutdown();
 bool is_initialized();
 
 struct PutOptions {
-  // How long a put waits for room when the store is full now; default InitOptions::put_timeout.
+  // How long a put waits for room when the store is full now, and (with `ha`) how long the
+  // copies may take; default InitOptions::put_timeout.
   std::optional<std::chrono::milliseconds> timeout;
+  // High availability (docs/objstore.md, "HA objects"): the put returns once primary copies
+  // of the object are sealed on `num_primary_copies` nodes in all (different failure domains
+  // where nodes have them), written there by RDMA puts, and recorded in the GCS. The object
+  // then stays readable when its creator, or its creator's node, or any one other holder dies.
+  bool ha = false;
+  // Copies of an HA object, this node's included; 0: the node's num_primary_copies (default 2).
+  uint32_t num_primary_copies = 0;
 };
 
 // Stores `value` as a new immutable object on this process's node; returns its reference.
-// Throws ObjectStoreFullError when it does not fit.
+// Throws ObjectStoreFullError when it does not fit; with `ha`, halo::Error (FAILED_PRECONDITION)
+// when fewer nodes than asked could take a copy: a put never succeeds with fewer copies.
 template <typename T>
 ObjectRef<T> put(const T& value, const PutOptions& options = {}) {
   internal::Encoder<T> encoder(value);
   internal::PutParams params;
   params.timeout = options.timeout;
+  params.ha = options.ha;
+  params.num_primary_copies = options.num_primary_copies;
   auto state = internal::put_object(
       internal::kHeaderBytes + encoder.payload_size(),
       [&encoder](std::span<std::byte> out) { encoder.write(out); }, params);

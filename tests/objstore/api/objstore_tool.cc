@@ -3,8 +3,10 @@
 // out of the cluster. It joins the cluster named by HALO_ADDRESS / HALO_SECRET_FILE /
 // HALO_NODE_ADDRESS, or starts an embedded one when HALO_ADDRESS is unset.
 //
-//   objstore_tool put SIZE SEED        prints "REF <ref hex> <checksum>", holds the reference
-//                                       until its stdin closes
+//   objstore_tool put SIZE SEED [ha COPIES]   prints "REF <ref hex> <checksum>", holds the
+//                                       reference until its stdin closes; with `ha`, an HA put
+//                                       of COPIES primary copies (0: the node's default), and
+//                                       "PUTFAIL <error>" when it is refused
 //   objstore_tool get REF SUM TIMEOUT_MS [hold]   prints "OK <size>", "LOST ...",
 //                                       "TIMEOUT ..." or "BADSUM <got>"; with `hold`, keeps
 //                                       the reference until its stdin closes
@@ -29,6 +31,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -113,9 +116,21 @@ void hold_until_stdin_closes() {
 
 int run(int argc, char** argv) {
   const std::string cmd = argc > 1 ? argv[1] : "";
-  if (cmd == "put" && argc == 4) {
+  if (cmd == "put" && (argc == 4 || (argc == 6 && std::string(argv[4]) == "ha"))) {
     auto data = pattern(std::stoull(argv[2]), std::stoull(argv[3]));
-    auto ref = halo::put(data);
+    halo::PutOptions options;
+    if (argc == 6) {
+      options.ha = true;
+      options.num_primary_copies = static_cast<uint32_t>(std::stoul(argv[5]));
+    }
+    std::optional<halo::ObjectRef<std::vector<uint8_t>>> put;
+    try {
+      put = halo::put(data, options);
+    } catch (const halo::Error& e) {
+      std::printf("PUTFAIL %s\n", e.what());
+      return 1;
+    }
+    auto& ref = *put;
     std::printf("REF %s %llu\n", ref.hex().c_str(),
                 static_cast<unsigned long long>(checksum(data)));
     std::fflush(stdout);

@@ -26,9 +26,14 @@ std::string StoreClient::run(std::vector<std::string> args, std::string_view pre
   return line.ok() ? *line : "";
 }
 
-StoreClient::Put StoreClient::put(uint64_t size, uint64_t seed) const {
+StoreClient::Put StoreClient::put(uint64_t size, uint64_t seed, int ha_copies) const {
   Put p;
-  auto c = start({"put", std::to_string(size), std::to_string(seed)}, /*pipe_stdin=*/true);
+  std::vector<std::string> args = {"put", std::to_string(size), std::to_string(seed)};
+  if (ha_copies >= 0) {
+    args.push_back("ha");
+    args.push_back(std::to_string(ha_copies));
+  }
+  auto c = start(std::move(args), /*pipe_stdin=*/true);
   EXPECT_TRUE(c.ok()) << c.status();
   if (!c.ok()) return p;
   auto line = c->wait_for_line("REF ", std::chrono::seconds(60));

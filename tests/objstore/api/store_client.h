@@ -47,7 +47,8 @@ class StoreClient {
     std::string sum;  // The pattern's checksum, as `get` expects it.
     void release() const { holder->close_stdin(); }
   };
-  Put put(uint64_t size, uint64_t seed) const;
+  // With `ha_copies` >= 0, an HA put of that many primary copies (0: the node's default).
+  Put put(uint64_t size, uint64_t seed, int ha_copies = -1) const;
 
   // The node's store: bytes used and objects referenced (~0 if it could not be read).
   std::pair<uint64_t, uint64_t> usage() const;

@@ -308,6 +308,25 @@ TEST(ObjectStore, FullStoreEvictsLeastRecentlyUsedSecondariesAndNeverPrimaries) 
   expect_intact(*store, secondary[2], block);
 }
 
+TEST(ObjectStore, ASecondaryCopyMadePrimaryIsNeverEvicted) {
+  const uint64_t block = 64 * kKiB;
+  auto store = make_store(4 * block);
+  ASSERT_NE(store, nullptr);
+  const ObjectId kept = ObjectId::random();
+  const ObjectId other = ObjectId::random();
+  put(*store, kept, block, CopyKind::kSecondary);
+  put(*store, other, block, CopyKind::kSecondary);
+  ASSERT_TRUE(store->make_primary(kept).ok());
+  EXPECT_EQ(store->info(kept)->kind, CopyKind::kPrimary);
+  // Room for three more blocks needs one eviction; `kept` is the least recently used but no
+  // longer a candidate.
+  for (int i = 0; i < 3; ++i) put(*store, ObjectId::random(), block);
+  EXPECT_EQ(store->stats().evictions, 1u);
+  EXPECT_FALSE(store->info(other).has_value());
+  expect_intact(*store, kept, block);
+  EXPECT_EQ(store->make_primary(ObjectId::random()).code(), StatusCode::kNotFound);
+}
+
 TEST(ObjectStore, WithASpillDirSecondariesAreEvictedBeforeAnyPrimaryIsSpilled) {
   TempDir dir;
   const uint64_t block = 64 * kKiB;

@@ -35,6 +35,8 @@ class RefState {
 
 struct PutParams {
   std::optional<std::chrono::milliseconds> timeout;  // Wait for room; default: the client's.
+  bool ha = false;                                   // halo::PutOptions::ha.
+  uint32_t num_primary_copies = 0;
 };
 
 // The client's entry points. Every function throws halo::Error (or a subclass) on failure.

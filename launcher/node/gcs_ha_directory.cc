@@ -1,0 +1,137 @@
+#include "launcher/node/gcs_ha_directory.h"
+
+#include <unordered_map>
+#include <utility>
+
+namespace halo::node {
+namespace {
+
+Status stopped_error() { return unavailable_error("the node daemon is stopping"); }
+
+}  // namespace
+
+GcsHaDirectory::GcsHaDirectory(gcs::GcsClient& client, NodeId self, std::string own_failure_domain,
+                               std::function<Status()> admit,
+                               std::chrono::milliseconds call_timeout)
+    : client_(client),
+      self_(self),
+      own_failure_domain_(std::move(own_failure_domain)),
+      admit_(std::move(admit)),
+      call_timeout_(call_timeout),
+      thread_([this] { run(); }) {}
+
+GcsHaDirectory::~GcsHaDirectory() { stop(); }
+
+void GcsHaDirectory::stop() {
+  std::deque<std::pair<std::function<void()>, std::function<void()>>> left;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    left.swap(jobs_);
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto& [job, refused] : left) refused();
+}
+
+void GcsHaDirectory::enqueue(std::function<void()> job, std::function<void()> refused) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      jobs_.emplace_back(std::move(job), std::move(refused));
+      cv_.notify_one();
+      return;
+    }
+  }
+  refused();
+}
+
+void GcsHaDirectory::run() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+    if (stopping_) return;
+    auto job = std::move(jobs_.front().first);
+    jobs_.pop_front();
+    lock.unlock();
+    job();
+    lock.lock();
+  }
+}
+
+StatusOr<gcs::proto::GetNodesResponse> GcsHaDirectory::nodes() {
+  return client_.call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
+      "gcs.get_nodes", gcs::proto::GetNodesRequest(), call_timeout_);
+}
+
+void GcsHaDirectory::admit_copy(std::function<void(Status)> done) {
+  enqueue([this, done] { done(admit_()); }, [done] { done(stopped_error()); });
+}
+
+void GcsHaDirectory::candidates(std::function<void(StatusOr<Candidates>)> done) {
+  enqueue(
+      [this, done] {
+        auto table = nodes();
+        if (!table.ok()) return done(table.status());
+        Candidates found;
+        found.own_failure_domain = own_failure_domain_;
+        for (const gcs::proto::NodeInfo& node : table->nodes()) {
+          if (node.state() != gcs::proto::ALIVE || node.address().empty()) continue;
+          auto id = NodeId::from_binary(node.node_id());
+          if (!id.ok() || *id == self_) continue;
+          auto domain = node.labels().find("failure_domain");
+          found.nodes.push_back(objstore::HaCandidate{
+              *id, node.address(), domain == node.labels().end() ? "" : domain->second});
+        }
+        done(std::move(found));
+      },
+      [done] { done(stopped_error()); });
+}
+
+void GcsHaDirectory::record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
+                            uint32_t copies_wanted, std::function<void(Status)> done) {
+  gcs::proto::PutHaObjectRequest request;
+  gcs::proto::HaObjectInfo* object = request.mutable_object();
+  object->set_object_id(id.binary());
+  object->set_size(size);
+  object->set_owner_node_id(self_.binary());
+  for (const NodeId& holder : holders) object->add_holders(holder.binary());
+  object->set_copies_wanted(copies_wanted);
+  enqueue(
+      [this, request = std::move(request), done] {
+        done(client_
+                 .call<gcs::proto::PutHaObjectRequest, gcs::proto::PutHaObjectResponse>(
+                     "gcs.put_ha_object", request, call_timeout_)
+                 .status());
+      },
+      [done] { done(stopped_error()); });
+}
+
+void GcsHaDirectory::holders(const ObjectId& id,
+                             std::function<void(StatusOr<std::vector<std::string>>)> done) {
+  enqueue(
+      [this, id, done] {
+        gcs::proto::GetHaObjectRequest request;
+        request.set_object_id(id.binary());
+        auto object = client_.call<gcs::proto::GetHaObjectRequest, gcs::proto::GetHaObjectResponse>(
+            "gcs.get_ha_object", request, call_timeout_);
+        if (!object.ok()) return done(object.status());
+        auto table = nodes();
+        if (!table.ok()) return done(table.status());
+        std::unordered_map<std::string, const gcs::proto::NodeInfo*> by_id;
+        for (const gcs::proto::NodeInfo& node : table->nodes()) by_id[node.node_id()] = &node;
+        std::vector<std::string> addresses;
+        for (const std::string& holder : object->object().holders()) {
+          auto node = by_id.find(holder);
+          if (node == by_id.end()) continue;
+          const gcs::proto::NodeState state = node->second->state();
+          if (state == gcs::proto::DEAD || state == gcs::proto::REMOVED) continue;
+          addresses.push_back(node->second->address());
+        }
+        done(std::move(addresses));
+      },
+      [done] { done(stopped_error()); });
+}
+
+}  // namespace halo::node

@@ -1,0 +1,64 @@
+// The HA directory of a node daemon (objstore/service/ha_directory.h) on its GCS client: nodes
+// from "gcs.get_nodes", copies recorded with "gcs.put_ha_object" and found with
+// "gcs.get_ha_object". GCS calls block, so they run one after the other on a thread of the
+// directory's own, never on the transport's progress thread where the store service asks.
+//
+//   GcsHaDirectory directory(client, node_id, labels["failure_domain"], admit, 5s);
+//   store_service->set_ha_directory(&directory);
+//   ...
+//   store_service->stop();
+//   directory.stop();        // Before the GCS client goes; questions left are answered
+//                            // UNAVAILABLE.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "gcs/client/gcs_client.h"
+#include "objstore/service/ha_directory.h"
+
+namespace halo::node {
+
+class GcsHaDirectory : public objstore::HaDirectory {
+ public:
+  // `admit` says whether this node takes copies now (NodeDaemon::admit_ha_copy).
+  GcsHaDirectory(gcs::GcsClient& client, NodeId self, std::string own_failure_domain,
+                 std::function<Status()> admit, std::chrono::milliseconds call_timeout);
+  ~GcsHaDirectory() override;
+  GcsHaDirectory(const GcsHaDirectory&) = delete;
+  GcsHaDirectory& operator=(const GcsHaDirectory&) = delete;
+
+  void stop();
+
+  void admit_copy(std::function<void(Status)> done) override;
+  void candidates(std::function<void(StatusOr<Candidates>)> done) override;
+  void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
+              uint32_t copies_wanted, std::function<void(Status)> done) override;
+  void holders(const ObjectId& id,
+               std::function<void(StatusOr<std::vector<std::string>>)> done) override;
+
+ private:
+  // Runs `job` on the directory's thread; after stop(), `refused` runs instead, at once.
+  void enqueue(std::function<void()> job, std::function<void()> refused);
+  void run();
+  StatusOr<gcs::proto::GetNodesResponse> nodes();
+
+  gcs::GcsClient& client_;
+  const NodeId self_;
+  const std::string own_failure_domain_;
+  const std::function<Status()> admit_;
+  const std::chrono::milliseconds call_timeout_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::function<void()>, std::function<void()>>> jobs_;  // Guarded by mu_.
+  bool stopping_ = false;                                                     // Guarded by mu_.
+  std::thread thread_;
+};
+
+}  // namespace halo::node

@@ -1,0 +1,54 @@
+// What a node's object store needs from the cluster to keep HA objects (docs/objstore.md,
+// "HA objects"): whether this node may take copies, which nodes could take one, where an
+// object's copies are, and a place to record them. The node daemon implements it with its GCS
+// client (launcher/node/gcs_ha_directory.h); the store service calls it from the transport's
+// progress thread, so every call returns at once and answers later, on another thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "halo/base/ids.h"
+#include "halo/base/status.h"
+
+namespace halo::objstore {
+
+// A node that could take a copy.
+struct HaCandidate {
+  NodeId node;
+  std::string address;         // Its daemon's transport address.
+  std::string failure_domain;  // Its "failure_domain" label; empty when it has none.
+};
+
+class HaDirectory {
+ public:
+  virtual ~HaDirectory() = default;
+
+  // OK when this node may take a new HA copy; FAILED_PRECONDITION saying why not (fenced,
+  // draining, stopping).
+  virtual void admit_copy(std::function<void(Status)> done) = 0;
+  // This node's failure domain and the ALIVE nodes other than this one.
+  struct Candidates {
+    std::string own_failure_domain;
+    std::vector<HaCandidate> nodes;
+  };
+  virtual void candidates(std::function<void(StatusOr<Candidates>)> done) = 0;
+  // Records that `holders` (this node first) keep primary copies of `id`, durably: the GCS
+  // directory then owns the object.
+  virtual void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
+                      uint32_t copies_wanted, std::function<void(Status)> done) = 0;
+  // The addresses of the nodes the directory says hold `id` and are not known dead (in the
+  // recorded order). NOT_FOUND when `id` is not an HA object.
+  virtual void holders(const ObjectId& id,
+                       std::function<void(StatusOr<std::vector<std::string>>)> done) = 0;
+};
+
+// The order in which to ask `candidates` for copies: nodes in failure domains not yet used
+// (starting with `own_failure_domain`) first, each domain's nodes in the given order; the rest
+// after, for when a chosen node fails. Nodes without a domain count as each in its own.
+std::vector<HaCandidate> order_for_copies(std::vector<HaCandidate> candidates,
+                                          const std::string& own_failure_domain);
+
+}  // namespace halo::objstore

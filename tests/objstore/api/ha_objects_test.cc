@@ -1,0 +1,86 @@
+// HA objects end to end (docs/objstore.md, "HA objects"): real halo-gcs and halo-node daemons
+// on loopback, clients (objstore_tool) that put with {.ha = true} and read on other nodes while
+// nodes and the creator are killed with SIGKILL.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/objstore/api/loopback_store_cluster.h"
+
+namespace halo::test {
+namespace {
+
+using HaObjects = LoopbackStoreCluster;
+
+// Sizes that take each path: an arena object, one sent inline, one moved by RMA in chunks.
+const std::vector<uint64_t> kSizes = {100, 20000, 5ull << 20};
+
+TEST_F(HaObjects, SurviveTheDeathOfTheirCreatorsNode) {
+  start(3);
+  std::vector<StoreClient::Put> puts;
+  for (uint64_t size : kSizes) puts.push_back(on(0).put(size, size + 3, /*ha_copies=*/0));
+  (void)nodes_[0]->kill();
+  // With two copies one of nodes 1 and 2 holds the other; the other node fetches from it.
+  for (size_t i = 0; i < kSizes.size(); ++i) {
+    for (int reader : {1, 2}) {
+      EXPECT_EQ(on(reader).run({"get", puts[i].ref, puts[i].sum, "30000"}, "OK "),
+                "OK " + std::to_string(kSizes[i]))
+          << kSizes[i] << " bytes read on node " << reader;
+    }
+  }
+}
+
+TEST_F(HaObjects, SurviveTheDeathOfTheirCreatorProcess) {
+  start(3);
+  StoreClient::Put p = on(0).put(3 << 20, 11, /*ha_copies=*/2);
+  (void)p.holder->kill();  // Its node drops the creator's reference, and with it its copy.
+  for (int reader : {1, 2}) {
+    EXPECT_EQ(on(reader).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 3145728")
+        << "read on node " << reader;
+  }
+}
+
+TEST_F(HaObjects, WithThreeCopiesSurviveTwoNodeDeaths) {
+  start(3);
+  StoreClient::Put p = on(0).put(2 << 20, 5, /*ha_copies=*/3);
+  (void)nodes_[0]->kill();
+  (void)nodes_[1]->kill();
+  EXPECT_EQ(on(2).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 2097152");
+}
+
+TEST_F(HaObjects, PutAskingMoreCopiesThanNodesFailsRatherThanKeepFewer) {
+  start(2);
+  const std::string line = on(0).run({"put", "4096", "1", "ha", "3"}, "PUTFAIL ");
+  EXPECT_NE(line.find("got 2 of 3 primary copies"), std::string::npos) << line;
+}
+
+TEST_F(HaObjects, ANodeThatDiedIsPassedOverAndNeverCountedAsACopy) {
+  start(4);
+  (void)nodes_[3]->kill();  // Still ALIVE in the GCS for a while: asked, and refused.
+  const std::string refused = on(0).run({"put", "4096", "1", "ha", "4"}, "PUTFAIL ");
+  EXPECT_NE(refused.find("got 3 of 4 primary copies"), std::string::npos) << refused;
+  StoreClient::Put p = on(0).put(1 << 20, 8, /*ha_copies=*/3);
+  ASSERT_FALSE(p.ref.empty());
+  (void)nodes_[0]->kill();
+  // Nodes 1 and 2 hold the other two copies: each reads its own.
+  for (int reader : {1, 2}) {
+    EXPECT_EQ(on(reader).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 1048576")
+        << "read on node " << reader;
+  }
+}
+
+TEST_F(HaObjects, PutWithCopiesOutOfRangeIsRefusedClearly) {
+  start(1);
+  const std::string line = on(0).run({"put", "4096", "1", "ha", "17"}, "PUTFAIL ");
+  EXPECT_NE(line.find("from 1 to 16"), std::string::npos) << line;
+}
+
+TEST_F(HaObjects, OneCopyIsTheCreatorsOwnAndNeedsNoOtherNode) {
+  start(1);
+  StoreClient::Put p = on(0).put(1 << 20, 2, /*ha_copies=*/1);
+  EXPECT_EQ(on(0).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 1048576");
+}
+
+}  // namespace
+}  // namespace halo::test
