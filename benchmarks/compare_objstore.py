@@ -542,16 +542,22 @@ def _on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-if __name__ == "__main__":
+def run_script(main, name):
+    """Runs a comparison script's main(): a measurement that cannot run ends it with exit
+    code 1 and a message, SIGTERM/SIGHUP/^C with 130; every process it started is stopped."""
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
     try:
         main()
     except (MeasurementError, subprocess.TimeoutExpired) as e:
-        print(f"compare_objstore: a measurement could not run: {e}", file=sys.stderr)
+        print(f"{name}: a measurement could not run: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as e:
-        print(f"compare_objstore: interrupted ({e})", file=sys.stderr)
+        print(f"{name}: interrupted ({e})", file=sys.stderr)
         sys.exit(130)
     finally:
         Children.stop_all()
+
+
+if __name__ == "__main__":
+    run_script(main, "compare_objstore")

@@ -29,6 +29,12 @@
 //                         run: {"side": "halo" | "memcpy", "MBps": ...}; a first line gives the
 //                         untimed warm-up put ("side": "first_put"), which pays for mapping
 //                         the store's pages into this process.
+//   --mode=ha_put         `pairs` alternating runs of `seconds` each: HA puts
+//                         (halo::put with {.ha = true, .num_primary_copies = copies}) of a
+//                         std::vector<uint8_t> of `size` bytes, then plain puts of it; each
+//                         reference is dropped after its put (an HA object's copies are then
+//                         freed on every node). One line per run: {"side": "ha" | "plain",
+//                         "put_us": mean time of one put}.
 //   --mode=remote_get     gets of the object of `refs_file` (held by another node) for
 //                         `seconds`: each round adopts the reference, gets it (timed: the node
 //                         fetches the bytes from the owner into its store) and drops it, which
@@ -85,10 +91,12 @@ struct BenchConfig {
   bool keep_refs = false;
   // small_put: print {"event":"ready"} and wait for a line on stdin before starting.
   bool wait_for_go = false;
+  // ha_put: primary copies of each HA object, the creating node's included.
+  uint32_t copies = 2;
 
   template <typename V>
   void visit(V& v) {
-    v("mode", mode, "small_put, put_many, small_get, put_bandwidth or remote_get");
+    v("mode", mode, "small_put, put_many, small_get, put_bandwidth, ha_put or remote_get");
     v("value_bytes", value_bytes, "small_put, put_many: bytes per value");
     v("size", size, "put_bandwidth: bytes per value");
     v("seconds", seconds, "measured seconds per run");
@@ -98,6 +106,7 @@ struct BenchConfig {
     v("refs_file", refs_file, "put_many: written; small_get, remote_get: read");
     v("keep_refs", keep_refs, "small_put: keep the references instead of dropping them");
     v("wait_for_go", wait_for_go, "small_put: wait for a line on stdin before starting");
+    v("copies", copies, "ha_put: primary copies of each HA object");
   }
 };
 
@@ -370,6 +379,44 @@ int run_put_bandwidth(const BenchConfig& config) {
   return 0;
 }
 
+// --- ha_put ------------------------------------------------------------------------------
+
+int run_ha_put(const BenchConfig& config) {
+  const Bytes value = pattern(config.size, 1);
+  halo::PutOptions ha;
+  ha.ha = true;
+  ha.num_primary_copies = config.copies;
+  // Mean time of one put over a run of `seconds` (each reference dropped after its put).
+  auto run = [&](const halo::PutOptions& options) {
+    uint64_t puts = 0;
+    const auto start = Clock::now();
+    const auto end = start + std::chrono::duration<double>(config.seconds);
+    do {
+      Ref ref = halo::put(value, options);
+      ++puts;
+    } while (Clock::now() < end);
+    return seconds_since(start) * 1e6 / static_cast<double>(puts);
+  };
+  {
+    Ref warm_ha = halo::put(value, ha);  // Connections to the other nodes, pages mapped.
+    Ref warm_plain = halo::put(value);
+  }
+  for (int pair = 1; pair <= config.pairs; ++pair) {
+    for (const bool is_ha : {true, false}) {
+      const double put_us = run(is_ha ? ha : halo::PutOptions{});
+      JsonLine()
+          .add("mode", "ha_put")
+          .add("side", is_ha ? "ha" : "plain")
+          .add("pair", pair)
+          .add("size", config.size)
+          .add("copies", is_ha ? config.copies : 1u)
+          .add("put_us", put_us)
+          .print();
+    }
+  }
+  return 0;
+}
+
 // --- remote_get --------------------------------------------------------------------------
 
 int run_remote_get(const BenchConfig& config) {
@@ -423,9 +470,10 @@ int run(const BenchConfig& config) {
   if (config.mode == "put_many") return run_put_many(config);
   if (config.mode == "small_get") return run_small_get(config);
   if (config.mode == "put_bandwidth") return run_put_bandwidth(config);
+  if (config.mode == "ha_put") return run_ha_put(config);
   if (config.mode == "remote_get") return run_remote_get(config);
   std::cerr << "halo_objstore_bench: unknown --mode=" << config.mode
-            << "; use small_put, put_many, small_get, put_bandwidth or remote_get\n";
+            << "; use small_put, put_many, small_get, put_bandwidth, ha_put or remote_get\n";
   return 2;
 }
 

@@ -108,6 +108,19 @@ void GcsHaDirectory::record(const ObjectId& id, uint64_t size, const std::vector
       [done] { done(stopped_error()); });
 }
 
+void GcsHaDirectory::forget(const ObjectId& id, std::function<void(Status)> done) {
+  gcs::proto::RemoveHaObjectRequest request;
+  request.set_object_id(id.binary());
+  enqueue(
+      [this, request = std::move(request), done] {
+        done(client_
+                 .call<gcs::proto::RemoveHaObjectRequest, gcs::proto::RemoveHaObjectResponse>(
+                     "gcs.remove_ha_object", request, call_timeout_)
+                 .status());
+      },
+      [done] { done(stopped_error()); });
+}
+
 void GcsHaDirectory::holders(const ObjectId& id,
                              std::function<void(StatusOr<std::vector<std::string>>)> done) {
   enqueue(

@@ -39,6 +39,7 @@ class GcsHaDirectory : public objstore::HaDirectory {
   void candidates(std::function<void(StatusOr<Candidates>)> done) override;
   void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
               uint32_t copies_wanted, std::function<void(Status)> done) override;
+  void forget(const ObjectId& id, std::function<void(Status)> done) override;
   void holders(const ObjectId& id,
                std::function<void(StatusOr<std::vector<std::string>>)> done) override;
 

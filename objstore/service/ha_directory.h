@@ -39,6 +39,8 @@ class HaDirectory {
   // directory then owns the object.
   virtual void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
                       uint32_t copies_wanted, std::function<void(Status)> done) = 0;
+  // Removes `id` from the directory (its copies are being freed).
+  virtual void forget(const ObjectId& id, std::function<void(Status)> done) = 0;
   // The addresses of the nodes the directory says hold `id` and are not known dead (in the
   // recorded order). NOT_FOUND when `id` is not an HA object.
   virtual void holders(const ObjectId& id,

@@ -205,6 +205,8 @@ Status StoreService::install_handlers() {
   HALO_STORE_METHOD("peer.unborrow", BorrowRequest, BorrowResponse, handle_unborrow);
   HALO_STORE_METHOD("store.make_ha", MakeHaRequest, MakeHaResponse, handle_make_ha);
   HALO_STORE_METHOD("peer.replicate", ReplicateRequest, ReplicateResponse, handle_replicate);
+  HALO_STORE_METHOD("peer.drop_ha_copy", DropHaCopyRequest, DropHaCopyResponse,
+                    handle_drop_ha_copy);
 #undef HALO_STORE_METHOD
   return Status();
 }
@@ -726,10 +728,11 @@ struct StoreService::HaPut {
   uint32_t copies = 0;
   Clock::time_point deadline;
   RpcResponder<proto::MakeHaResponse> reply;
-  std::vector<HaCandidate> order;  // Whom to ask, in turn.
-  size_t next = 0;                 // In `order`.
-  size_t asking = 0;               // Requests in flight.
-  std::vector<NodeId> holders;     // This node first.
+  std::vector<HaCandidate> order;             // Whom to ask, in turn.
+  size_t next = 0;                            // In `order`.
+  size_t asking = 0;                          // Requests in flight.
+  std::vector<NodeId> holders;                // This node first.
+  std::vector<std::string> holder_addresses;  // The other holders.
   std::vector<std::string> refusals;
 };
 
@@ -808,6 +811,7 @@ void StoreService::ask_for_copies(const std::shared_ptr<HaPut>& put) {
       if (!recorded.ok()) {
         return finish_ha_put(put, recorded.with_context("recording the copies in the GCS"));
       }
+      ha_owned_[put->id] = put->holder_addresses;
       proto::MakeHaResponse response;
       for (const NodeId& holder : put->holders) response.add_holders(holder.binary());
       finish_ha_put(put, std::move(response));
@@ -820,6 +824,7 @@ void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCand
   --put->asking;
   if (outcome.ok()) {
     put->holders.push_back(target.node);
+    put->holder_addresses.push_back(target.address);
   } else {
     log::warn("node {} did not take a copy of HA object {}: {}", target.address, put->id, outcome);
     put->refusals.push_back(str_cat(target.address, ": ", outcome.to_string()));
@@ -830,8 +835,9 @@ void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCand
 void StoreService::finish_ha_put(const std::shared_ptr<HaPut>& put,
                                  StatusOr<proto::MakeHaResponse> outcome) {
   (void)store_->unpin(put->id, kPeerClient);
-  // Copies already taken by other nodes stay there when the put fails (a known limit, see
-  // docs/objstore.md); the put never reports success with fewer copies than asked.
+  // A failed put gives back the copies other nodes took: it never leaves fewer than asked
+  // behind a success, nor copies nobody will free behind a failure.
+  if (!outcome.ok()) drop_copies(put->id, put->holder_addresses);
   put->reply.respond(std::move(outcome));
 }
 
@@ -864,6 +870,48 @@ void StoreService::handle_replicate(const proto::ReplicateRequest& request,
                          });
         });
       });
+}
+
+void StoreService::handle_drop_ha_copy(const proto::DropHaCopyRequest& request,
+                                       RpcResponder<proto::DropHaCopyResponse> reply) {
+  auto id = object_id_of(request.object_id());
+  if (!id.ok()) return reply.respond(id.status());
+  if (ha_copies_.erase(*id) > 0) (void)store_->remove(*id);
+  reply.respond(proto::DropHaCopyResponse());
+}
+
+void StoreService::free_ha_object(const ObjectId& id) {
+  auto owned = ha_owned_.find(id);
+  if (owned == ha_owned_.end()) return;
+  std::vector<std::string> holders = std::move(owned->second);
+  ha_owned_.erase(owned);
+  drop_copies(id, holders);
+  if (ha_ != nullptr) {
+    ha_->forget(id, [id](Status forgotten) {
+      if (!forgotten.ok()) log::warn("the GCS did not forget HA object {}: {}", id, forgotten);
+    });
+  }
+}
+
+void StoreService::drop_copies(const ObjectId& id, const std::vector<std::string>& holders) {
+  for (const std::string& holder : holders) {
+    links_->with_peer(holder, [this, id, holder](StatusOr<EndpointPtr> peer) {
+      if (!peer.ok()) {
+        log::warn("cannot ask {} to free its copy of HA object {}: {}", holder, id, peer.status());
+        return;
+      }
+      proto::DropHaCopyRequest request;
+      request.set_object_id(id.binary());
+      rpc_.client().call<proto::DropHaCopyRequest, proto::DropHaCopyResponse>(
+          *peer, "peer.drop_ha_copy", request, std::chrono::seconds(10),
+          [id, holder](StatusOr<proto::DropHaCopyResponse> result) {
+            if (!result.ok()) {
+              log::warn("{} did not free its copy of HA object {}: {}", holder, id,
+                        result.status());
+            }
+          });
+    });
+  }
 }
 
 void StoreService::fetch(const ObjectId& id, const std::string& owner_address, ClientId client,
@@ -988,6 +1036,7 @@ void StoreService::apply(RefActions actions) {
     }
     // A copy this node keeps for an HA object goes with the object, not with local references.
     if (ha_copies_.contains(id)) continue;
+    free_ha_object(id);
     (void)store_->remove(id);
   }
   for (const RefSpec& ref : actions.borrow) send_borrow(ref, true);

@@ -130,6 +130,13 @@ class StoreService {
                        transport::RpcResponder<proto::BorrowResponse> reply);
   void handle_replicate(const proto::ReplicateRequest& request,
                         transport::RpcResponder<proto::ReplicateResponse> reply);
+  void handle_drop_ha_copy(const proto::DropHaCopyRequest& request,
+                           transport::RpcResponder<proto::DropHaCopyResponse> reply);
+  // The last reference to an HA object created here is gone: the other holders free their
+  // copies and the directory forgets it.
+  void free_ha_object(const ObjectId& id);
+  // Asks `holders` to free their copies of `id` (peer.drop_ha_copy); failures are logged.
+  void drop_copies(const ObjectId& id, const std::vector<std::string>& holders);
 
   // HA puts (store.make_ha): asks candidates for copies until enough have one, then records.
   struct HaPut;
@@ -187,6 +194,8 @@ class StoreService {
   // Primary copies of HA objects this node took for others (peer.replicate): local
   // references do not free them.
   std::unordered_set<ObjectId> ha_copies_;
+  // HA objects created here: the other holders' addresses.
+  std::unordered_map<ObjectId, std::vector<std::string>> ha_owned_;
   std::string address_;
   std::mutex post_mu_;
   bool stopped_ = false;  // Under post_mu_: nothing is posted to the transport any more.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tests/objstore/api/loopback_store_cluster.h"
+#include "tests/support/wait_for.h"
 
 namespace halo::test {
 namespace {
@@ -31,14 +32,38 @@ TEST_F(HaObjects, SurviveTheDeathOfTheirCreatorsNode) {
   }
 }
 
-TEST_F(HaObjects, SurviveTheDeathOfTheirCreatorProcess) {
+TEST_F(HaObjects, OutliveTheirCreatorProcessAndItsNodeWhileReferenced) {
   start(3);
   StoreClient::Put p = on(0).put(3 << 20, 11, /*ha_copies=*/2);
-  (void)p.holder->kill();  // Its node drops the creator's reference, and with it its copy.
+  // A reader on node 2 keeps a reference; then the creator and its node die.
+  auto keeper = on(2).start({"get", p.ref, p.sum, "30000", "hold"}, /*pipe_stdin=*/true);
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  ASSERT_TRUE(keeper->wait_for_line("OK ", std::chrono::seconds(60)).ok()) << keeper->output_text();
+  (void)p.holder->kill();
+  (void)nodes_[0]->kill();
   for (int reader : {1, 2}) {
     EXPECT_EQ(on(reader).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 3145728")
         << "read on node " << reader;
   }
+}
+
+TEST_F(HaObjects, DroppingTheLastReferenceFreesEveryCopyAndTheDirectoryEntry) {
+  start(3);
+  std::vector<uint64_t> empty;
+  for (int node = 0; node < 3; ++node) empty.push_back(on(node).usage().first);
+  StoreClient::Put p = on(0).put(4 << 20, 6, /*ha_copies=*/3);
+  for (int node = 0; node < 3; ++node) {
+    EXPECT_GE(on(node).usage().first, empty[node] + (4 << 20)) << "no copy on node " << node;
+  }
+  p.release();  // The creator exits: the last reference goes.
+  for (int node = 0; node < 3; ++node) {
+    EXPECT_TRUE(
+        wait_for([&] { return on(node).usage().first == empty[node]; }, std::chrono::seconds(20)))
+        << "node " << node << " still uses " << on(node).usage().first << " bytes";
+  }
+  // Gone for good: its owner has nothing and the directory names no other holder.
+  const std::string line = on(1).run({"get", p.ref, p.sum, "10000"}, "LOST ");
+  EXPECT_EQ(line.rfind("LOST ", 0), 0u) << line;
 }
 
 TEST_F(HaObjects, WithThreeCopiesSurviveTwoNodeDeaths) {
@@ -58,8 +83,11 @@ TEST_F(HaObjects, PutAskingMoreCopiesThanNodesFailsRatherThanKeepFewer) {
 TEST_F(HaObjects, ANodeThatDiedIsPassedOverAndNeverCountedAsACopy) {
   start(4);
   (void)nodes_[3]->kill();  // Still ALIVE in the GCS for a while: asked, and refused.
+  const uint64_t empty1 = on(1).usage().first;
   const std::string refused = on(0).run({"put", "4096", "1", "ha", "4"}, "PUTFAIL ");
   EXPECT_NE(refused.find("got 3 of 4 primary copies"), std::string::npos) << refused;
+  EXPECT_TRUE(wait_for([&] { return on(1).usage().first == empty1; }, std::chrono::seconds(20)))
+      << "the failed put's copy stays on node 1";
   StoreClient::Put p = on(0).put(1 << 20, 8, /*ha_copies=*/3);
   ASSERT_FALSE(p.ref.empty());
   (void)nodes_[0]->kill();
