@@ -65,9 +65,7 @@ StatusOr<gcs::proto::GetNodesResponse> GcsHaDirectory::nodes() {
       "gcs.get_nodes", gcs::proto::GetNodesRequest(), call_timeout_);
 }
 
-void GcsHaDirectory::admit_copy(std::function<void(Status)> done) {
-  enqueue([this, done] { done(admit_()); }, [done] { done(stopped_error()); });
-}
+Status GcsHaDirectory::admit_copy() { return admit_(); }
 
 void GcsHaDirectory::candidates(std::function<void(StatusOr<Candidates>)> done) {
   enqueue(

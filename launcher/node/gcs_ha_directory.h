@@ -35,7 +35,7 @@ class GcsHaDirectory : public objstore::HaDirectory {
 
   void stop();
 
-  void admit_copy(std::function<void(Status)> done) override;
+  Status admit_copy() override;
   void candidates(std::function<void(StatusOr<Candidates>)> done) override;
   void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
               uint32_t copies_wanted, std::function<void(Status)> done) override;

@@ -2,7 +2,8 @@
 // "HA objects"): whether this node may take copies, which nodes could take one, where an
 // object's copies are, and a place to record them. The node daemon implements it with its GCS
 // client (launcher/node/gcs_ha_directory.h); the store service calls it from the transport's
-// progress thread, so every call returns at once and answers later, on another thread.
+// progress thread, so every call returns at once; those that ask the GCS answer later, on
+// another thread.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +28,8 @@ class HaDirectory {
   virtual ~HaDirectory() = default;
 
   // OK when this node may take a new HA copy; FAILED_PRECONDITION saying why not (fenced,
-  // draining, stopping).
-  virtual void admit_copy(std::function<void(Status)> done) = 0;
+  // draining, stopping). Answers at once (it may take a short lock).
+  virtual Status admit_copy() = 0;
   // This node's failure domain and the ALIVE nodes other than this one.
   struct Candidates {
     std::string own_failure_domain;

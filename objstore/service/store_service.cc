@@ -725,6 +725,7 @@ struct StoreService::HaPut {
   explicit HaPut(RpcResponder<proto::MakeHaResponse> r) : reply(std::move(r)) {}
   ObjectId id;
   uint64_t size = 0;
+  uint64_t offset = 0;  // Of this node's copy, pinned while the put lasts.
   uint32_t copies = 0;
   Clock::time_point deadline;
   RpcResponder<proto::MakeHaResponse> reply;
@@ -760,6 +761,7 @@ void StoreService::handle_make_ha(const proto::MakeHaRequest& request,
                  [this, put](StatusOr<Placement> placement) {
                    if (!placement.ok()) return put->reply.respond(placement.status());
                    put->size = placement->size;
+                   put->offset = placement->offset;
                    if (put->copies == 1) return ask_for_copies(put);
                    ha_->candidates([this, put](StatusOr<HaDirectory::Candidates> found) {
                      post([this, put, found = std::move(found)] {
@@ -785,6 +787,11 @@ void StoreService::ask_for_copies(const std::shared_ptr<HaPut>& put) {
         request.set_object_id(put->id.binary());
         request.set_owner_address(address_);
         request.set_timeout_ms(time_left(put->deadline).count());
+        if (put->size <= config_.max_inline_bytes) {
+          request.set_inline_data_present(true);
+          request.set_inline_data(
+              reinterpret_cast<const char*>(store_->segment().data() + put->offset), put->size);
+        }
         rpc_.client().call<proto::ReplicateRequest, proto::ReplicateResponse>(
             *peer, "peer.replicate", request, time_left(put->deadline),
             [this, put, target](StatusOr<proto::ReplicateResponse> result) {
@@ -853,23 +860,41 @@ void StoreService::handle_replicate(const proto::ReplicateRequest& request,
     return reply.respond(invalid_argument_error(
         str_cat("a copy of object ", id->to_hex(), " asked of its own owner node")));
   }
+  if (Status admitted = ha_->admit_copy(); !admitted.ok()) return reply.respond(admitted);
   const Clock::time_point deadline = deadline_after(request.timeout_ms());
-  ha_->admit_copy(
-      [this, id = *id, owner = request.owner_address(), deadline, reply](Status admitted) {
-        post([this, id, owner, deadline, reply, admitted] {
-          if (!admitted.ok()) return reply.respond(admitted);
-          // As a get: the owner RMA-puts the bytes into room reserved here.
-          pin_when_ready(id, owner, kPeerClient, deadline,
-                         [this, id, reply](StatusOr<Placement> placement) {
-                           if (!placement.ok()) return reply.respond(placement.status());
-                           Status primary = store_->make_primary(id);
-                           (void)store_->unpin(id, kPeerClient);
-                           if (!primary.ok()) return reply.respond(primary);
-                           ha_copies_.insert(id);
-                           reply.respond(proto::ReplicateResponse());
-                         });
+  auto keep = [this, id = *id, reply](Status sealed_here) {
+    if (!sealed_here.ok()) return reply.respond(sealed_here);
+    Status primary = store_->make_primary(id);
+    if (!primary.ok()) return reply.respond(primary);
+    ha_copies_.insert(id);
+    reply.respond(proto::ReplicateResponse());
+  };
+  if (request.inline_data_present() && !store_->info(*id)) {
+    // A small object came with the request: written here at once, no fetch.
+    auto data = std::make_shared<std::string>(request.inline_data());
+    return reserve(
+        kNodeClient,
+        [this, id = *id, size = data->size()] {
+          return store_->create(id, size, kNodeClient, CopyKind::kPrimary);
+        },
+        deadline,
+        [this, id = *id, data, keep](StatusOr<Placement> placement) {
+          if (!placement.ok()) return keep(placement.status());
+          if (!data->empty()) {
+            std::memcpy(store_->segment().data() + placement->offset, data->data(), data->size());
+          }
+          Status s = store_->seal(id);
+          sealed(id, s);
+          keep(s);
         });
-      });
+  }
+  // As a get: the owner RMA-puts the bytes into room reserved here.
+  pin_when_ready(*id, request.owner_address(), kPeerClient, deadline,
+                 [this, id = *id, keep](StatusOr<Placement> placement) {
+                   if (!placement.ok()) return keep(placement.status());
+                   (void)store_->unpin(id, kPeerClient);
+                   keep(Status());
+                 });
 }
 
 void StoreService::handle_drop_ha_copy(const proto::DropHaCopyRequest& request,
