@@ -23,6 +23,7 @@ GcsHaDirectory::GcsHaDirectory(gcs::GcsClient& client, NodeId self, std::string 
 GcsHaDirectory::~GcsHaDirectory() { stop(); }
 
 void GcsHaDirectory::stop() {
+  subscription_.reset();  // Cancels its poll in flight and joins its thread.
   std::deque<std::pair<std::function<void()>, std::function<void()>>> left;
   {
     std::lock_guard lock(mu_);
@@ -87,13 +88,14 @@ void GcsHaDirectory::candidates(std::function<void(StatusOr<Candidates>)> done) 
       [done] { done(stopped_error()); });
 }
 
-void GcsHaDirectory::record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
-                            uint32_t copies_wanted, std::function<void(Status)> done) {
+void GcsHaDirectory::record(const ObjectId& id, uint64_t size, const NodeId& owner,
+                            const std::vector<NodeId>& holders, uint32_t copies_wanted,
+                            std::function<void(Status)> done) {
   gcs::proto::PutHaObjectRequest request;
   gcs::proto::HaObjectInfo* object = request.mutable_object();
   object->set_object_id(id.binary());
   object->set_size(size);
-  object->set_owner_node_id(self_.binary());
+  object->set_owner_node_id(owner.binary());
   for (const NodeId& holder : holders) object->add_holders(holder.binary());
   object->set_copies_wanted(copies_wanted);
   enqueue(
@@ -119,8 +121,8 @@ void GcsHaDirectory::forget(const ObjectId& id, std::function<void(Status)> done
       [done] { done(stopped_error()); });
 }
 
-void GcsHaDirectory::holders(const ObjectId& id,
-                             std::function<void(StatusOr<std::vector<std::string>>)> done) {
+void GcsHaDirectory::lookup(const ObjectId& id,
+                            std::function<void(StatusOr<objstore::HaRecord>)> done) {
   enqueue(
       [this, id, done] {
         gcs::proto::GetHaObjectRequest request;
@@ -132,17 +134,36 @@ void GcsHaDirectory::holders(const ObjectId& id,
         if (!table.ok()) return done(table.status());
         std::unordered_map<std::string, const gcs::proto::NodeInfo*> by_id;
         for (const gcs::proto::NodeInfo& node : table->nodes()) by_id[node.node_id()] = &node;
-        std::vector<std::string> addresses;
-        for (const std::string& holder : object->object().holders()) {
-          auto node = by_id.find(holder);
-          if (node == by_id.end()) continue;
-          const gcs::proto::NodeState state = node->second->state();
-          if (state == gcs::proto::DEAD || state == gcs::proto::REMOVED) continue;
-          addresses.push_back(node->second->address());
+        const gcs::proto::HaObjectInfo& info = object->object();
+        objstore::HaRecord record;
+        record.size = info.size();
+        record.copies_wanted = info.copies_wanted();
+        if (auto owner = NodeId::from_binary(info.owner_node_id()); owner.ok()) {
+          record.owner = *owner;
         }
-        done(std::move(addresses));
+        for (const std::string& holder : info.holders()) {
+          auto node_id = NodeId::from_binary(holder);
+          if (!node_id.ok()) continue;
+          objstore::HaRecord::Holder h{*node_id, "", false};
+          if (auto node = by_id.find(holder); node != by_id.end()) {
+            const gcs::proto::NodeState state = node->second->state();
+            h.address = node->second->address();
+            h.alive = state != gcs::proto::DEAD && state != gcs::proto::REMOVED;
+          }
+          record.holders.push_back(std::move(h));
+        }
+        done(std::move(record));
       },
       [done] { done(stopped_error()); });
+}
+
+void GcsHaDirectory::on_node_dead(std::function<void(const NodeId&)> listener) {
+  subscription_ = client_.subscribe_nodes([listener](const gcs::proto::PollResponse& response) {
+    for (const gcs::proto::NodeChange& change : response.node_changes()) {
+      if (change.node().state() != gcs::proto::DEAD) continue;
+      if (auto id = NodeId::from_binary(change.node().node_id()); id.ok()) listener(*id);
+    }
+  });
 }
 
 }  // namespace halo::node

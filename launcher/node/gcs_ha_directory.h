@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -37,11 +38,13 @@ class GcsHaDirectory : public objstore::HaDirectory {
 
   Status admit_copy() override;
   void candidates(std::function<void(StatusOr<Candidates>)> done) override;
-  void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
-              uint32_t copies_wanted, std::function<void(Status)> done) override;
+  void record(const ObjectId& id, uint64_t size, const NodeId& owner,
+              const std::vector<NodeId>& holders, uint32_t copies_wanted,
+              std::function<void(Status)> done) override;
   void forget(const ObjectId& id, std::function<void(Status)> done) override;
-  void holders(const ObjectId& id,
-               std::function<void(StatusOr<std::vector<std::string>>)> done) override;
+  void lookup(const ObjectId& id, std::function<void(StatusOr<objstore::HaRecord>)> done) override;
+  // Subscribes to node changes (gcs.poll) until stop().
+  void on_node_dead(std::function<void(const NodeId&)> listener) override;
 
  private:
   // Runs `job` on the directory's thread; after stop(), `refused` runs instead, at once.
@@ -60,6 +63,7 @@ class GcsHaDirectory : public objstore::HaDirectory {
   std::deque<std::pair<std::function<void()>, std::function<void()>>> jobs_;  // Guarded by mu_.
   bool stopping_ = false;                                                     // Guarded by mu_.
   std::thread thread_;
+  std::unique_ptr<gcs::NodeSubscription> subscription_;  // Set once, by on_node_dead.
 };
 
 }  // namespace halo::node

@@ -23,6 +23,19 @@ struct HaCandidate {
   std::string failure_domain;  // Its "failure_domain" label; empty when it has none.
 };
 
+// What the directory says about one HA object.
+struct HaRecord {
+  uint64_t size = 0;
+  NodeId owner;  // The creating node.
+  uint32_t copies_wanted = 0;
+  struct Holder {
+    NodeId node;
+    std::string address;  // Empty when the node is no longer in the node table.
+    bool alive = false;   // Neither DEAD nor REMOVED (nor unknown).
+  };
+  std::vector<Holder> holders;  // In recorded order.
+};
+
 class HaDirectory {
  public:
   virtual ~HaDirectory() = default;
@@ -36,16 +49,19 @@ class HaDirectory {
     std::vector<HaCandidate> nodes;
   };
   virtual void candidates(std::function<void(StatusOr<Candidates>)> done) = 0;
-  // Records that `holders` (this node first) keep primary copies of `id`, durably: the GCS
-  // directory then owns the object.
-  virtual void record(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
-                      uint32_t copies_wanted, std::function<void(Status)> done) = 0;
+  // Records that `holders` keep primary copies of `id` (created on `owner`), durably: the GCS
+  // directory then owns the object. Replaces what was recorded before.
+  virtual void record(const ObjectId& id, uint64_t size, const NodeId& owner,
+                      const std::vector<NodeId>& holders, uint32_t copies_wanted,
+                      std::function<void(Status)> done) = 0;
   // Removes `id` from the directory (its copies are being freed).
   virtual void forget(const ObjectId& id, std::function<void(Status)> done) = 0;
-  // The addresses of the nodes the directory says hold `id` and are not known dead (in the
-  // recorded order). NOT_FOUND when `id` is not an HA object.
-  virtual void holders(const ObjectId& id,
-                       std::function<void(StatusOr<std::vector<std::string>>)> done) = 0;
+  // What the directory records about `id`, with each holder's address and liveness from the
+  // node table. NOT_FOUND when `id` is not an HA object.
+  virtual void lookup(const ObjectId& id, std::function<void(StatusOr<HaRecord>)> done) = 0;
+  // From now on, `listener` hears of every node the GCS declares DEAD (from another thread;
+  // a node may be reported more than once). Set once.
+  virtual void on_node_dead(std::function<void(const NodeId&)> listener) = 0;
 };
 
 // The order in which to ask `candidates` for copies: nodes in failure domains not yet used

@@ -721,21 +721,29 @@ void StoreService::pin_when_ready(const ObjectId& id, const std::string& owner_a
 
 // ---- HA objects ---------------------------------------------------------------------------------
 
+// Taking copies of one HA object on other nodes, for a put (store.make_ha) or a repair after a
+// holder died: candidates are asked in order, `copies` - holders.size() at a time, until the
+// object has `copies` holders or no candidate is left.
 struct StoreService::HaPut {
-  explicit HaPut(RpcResponder<proto::MakeHaResponse> r) : reply(std::move(r)) {}
   ObjectId id;
   uint64_t size = 0;
-  uint64_t offset = 0;  // Of this node's copy, pinned while the put lasts.
+  uint64_t offset = 0;  // Of this node's copy, pinned while the operation lasts.
   uint32_t copies = 0;
   Clock::time_point deadline;
-  RpcResponder<proto::MakeHaResponse> reply;
-  std::vector<HaCandidate> order;             // Whom to ask, in turn.
-  size_t next = 0;                            // In `order`.
-  size_t asking = 0;                          // Requests in flight.
-  std::vector<NodeId> holders;                // This node first.
-  std::vector<std::string> holder_addresses;  // The other holders.
+  std::vector<HaCandidate> order;          // Whom to ask, in turn.
+  size_t next = 0;                         // In `order`.
+  size_t asking = 0;                       // Requests in flight.
+  std::vector<NodeId> holders;             // Those that have a copy, this node's included.
+  std::vector<std::string> new_addresses;  // Those this operation gave a copy.
   std::vector<std::string> refusals;
+  std::function<void(Status)> finished;  // OK: `copies` holders; else why not.
 };
+
+void StoreService::set_ha_directory(HaDirectory* directory) {
+  ha_ = directory;
+  if (ha_ == nullptr) return;
+  ha_->on_node_dead([this](const NodeId& dead) { post([this, dead] { repair_after(dead); }); });
+}
 
 void StoreService::handle_make_ha(const proto::MakeHaRequest& request,
                                   RpcResponder<proto::MakeHaResponse> reply) {
@@ -750,30 +758,63 @@ void StoreService::handle_make_ha(const proto::MakeHaRequest& request,
     return reply.respond(invalid_argument_error(
         str_cat("an HA object with ", copies, " primary copies: from 1 to ", kMaxPrimaryCopies)));
   }
-  auto put = std::make_shared<HaPut>(reply);
+  auto put = std::make_shared<HaPut>();
   put->id = *id;
   put->copies = copies;
   put->deadline = deadline_after(request.timeout_ms());
   put->holders.push_back(node_id_);
+  put->finished = [this, put, reply](Status outcome) {
+    if (!outcome.ok()) {
+      // A failed put gives back the copies other nodes took: it never leaves fewer than asked
+      // behind a success, nor copies nobody will free behind a failure.
+      (void)store_->unpin(put->id, kPeerClient);
+      drop_copies(put->id, put->new_addresses);
+      return reply.respond(outcome);
+    }
+    ha_->record(
+        put->id, put->size, node_id_, put->holders, put->copies,
+        [this, put, reply](Status recorded) {
+          post([this, put, reply, recorded] {
+            (void)store_->unpin(put->id, kPeerClient);
+            if (!recorded.ok()) {
+              drop_copies(put->id, put->new_addresses);
+              return reply.respond(recorded.with_context("recording the copies in the GCS"));
+            }
+            ha_owned_.insert(put->id);
+            proto::MakeHaResponse response;
+            for (const NodeId& holder : put->holders) response.add_holders(holder.binary());
+            reply.respond(std::move(response));
+          });
+        });
+  };
   // The put's seal may still be on its way (it is one-way): wait for it. The pin keeps the
   // bytes here while the copies are taken.
   pin_when_ready(*id, address_, kPeerClient, put->deadline,
                  [this, put](StatusOr<Placement> placement) {
-                   if (!placement.ok()) return put->reply.respond(placement.status());
+                   if (!placement.ok()) return put->finished(placement.status());
                    put->size = placement->size;
                    put->offset = placement->offset;
-                   if (put->copies == 1) return ask_for_copies(put);
-                   ha_->candidates([this, put](StatusOr<HaDirectory::Candidates> found) {
-                     post([this, put, found = std::move(found)] {
-                       if (!found.ok()) {
-                         return finish_ha_put(
-                             put, found.status().with_context("listing the nodes to copy to"));
-                       }
-                       put->order = order_for_copies(found->nodes, found->own_failure_domain);
-                       ask_for_copies(put);
-                     });
-                   });
+                   take_copies(put);
                  });
+}
+
+void StoreService::take_copies(const std::shared_ptr<HaPut>& put) {
+  if (put->holders.size() >= put->copies) return ask_for_copies(put);
+  ha_->candidates([this, put](StatusOr<HaDirectory::Candidates> found) {
+    post([this, put, found = std::move(found)] {
+      if (!found.ok()) {
+        return put->finished(found.status().with_context("listing the nodes to copy to"));
+      }
+      std::vector<HaCandidate> others;
+      for (const HaCandidate& c : found->nodes) {
+        if (std::find(put->holders.begin(), put->holders.end(), c.node) == put->holders.end()) {
+          others.push_back(c);
+        }
+      }
+      put->order = order_for_copies(std::move(others), found->own_failure_domain);
+      ask_for_copies(put);
+    });
+  });
 }
 
 void StoreService::ask_for_copies(const std::shared_ptr<HaPut>& put) {
@@ -808,22 +849,11 @@ void StoreService::ask_for_copies(const std::shared_ptr<HaPut>& put) {
     for (const std::string& refusal : put->refusals) {
       why += (why.empty() ? "" : "; ") + refusal;
     }
-    return finish_ha_put(
-        put, failed_precondition_error(str_cat(
-                 "object ", put->id.to_hex(), " got ", put->holders.size(), " of ", put->copies,
-                 " primary copies (", put->order.size(), " other ALIVE node(s) asked): ", why)));
+    return put->finished(failed_precondition_error(
+        str_cat("object ", put->id.to_hex(), " got ", put->holders.size(), " of ", put->copies,
+                " primary copies (", put->order.size(), " other ALIVE node(s) asked): ", why)));
   }
-  ha_->record(put->id, put->size, put->holders, put->copies, [this, put](Status recorded) {
-    post([this, put, recorded] {
-      if (!recorded.ok()) {
-        return finish_ha_put(put, recorded.with_context("recording the copies in the GCS"));
-      }
-      ha_owned_[put->id] = put->holder_addresses;
-      proto::MakeHaResponse response;
-      for (const NodeId& holder : put->holders) response.add_holders(holder.binary());
-      finish_ha_put(put, std::move(response));
-    });
-  });
+  put->finished(Status());
 }
 
 void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCandidate& target,
@@ -831,7 +861,7 @@ void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCand
   --put->asking;
   if (outcome.ok()) {
     put->holders.push_back(target.node);
-    put->holder_addresses.push_back(target.address);
+    put->new_addresses.push_back(target.address);
   } else {
     log::warn("node {} did not take a copy of HA object {}: {}", target.address, put->id, outcome);
     put->refusals.push_back(str_cat(target.address, ": ", outcome.to_string()));
@@ -839,13 +869,78 @@ void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCand
   ask_for_copies(put);
 }
 
-void StoreService::finish_ha_put(const std::shared_ptr<HaPut>& put,
-                                 StatusOr<proto::MakeHaResponse> outcome) {
-  (void)store_->unpin(put->id, kPeerClient);
-  // A failed put gives back the copies other nodes took: it never leaves fewer than asked
-  // behind a success, nor copies nobody will free behind a failure.
-  if (!outcome.ok()) drop_copies(put->id, put->holder_addresses);
-  put->reply.respond(std::move(outcome));
+void StoreService::repair_after(const NodeId& dead) {
+  if (ha_ == nullptr) return;
+  std::vector<ObjectId> ids(ha_owned_.begin(), ha_owned_.end());
+  ids.insert(ids.end(), ha_copies_.begin(), ha_copies_.end());
+  for (const ObjectId& id : ids) {
+    ha_->lookup(id, [this, id, dead](StatusOr<HaRecord> record) {
+      post([this, id, dead, record = std::move(record)] { repair(id, dead, record); });
+    });
+  }
+}
+
+void StoreService::repair(const ObjectId& id, const NodeId& dead,
+                          const StatusOr<HaRecord>& record) {
+  if (!record.ok()) {
+    if (record.status().code() != StatusCode::kNotFound) {
+      log::warn("HA object {}: cannot check its copies after node {} died: {}", id, dead,
+                record.status());
+    }
+    return;
+  }
+  const bool held_by_dead = std::any_of(record->holders.begin(), record->holders.end(),
+                                        [&](const HaRecord::Holder& h) { return h.node == dead; });
+  if (!held_by_dead || repairing_.contains(id)) return;
+  std::vector<NodeId> alive;
+  for (const HaRecord::Holder& h : record->holders) {
+    if (h.alive && h.node != dead) alive.push_back(h.node);
+  }
+  // One node repairs: the first surviving holder in the recorded order.
+  if (alive.empty() || alive.front() != node_id_ || alive.size() >= record->copies_wanted) return;
+  repairing_.insert(id);
+  auto put = std::make_shared<HaPut>();
+  put->id = id;
+  put->copies = record->copies_wanted;
+  put->deadline = Clock::now() + std::chrono::seconds(60);
+  put->holders = alive;
+  const NodeId owner = record->owner;
+  put->finished = [this, put, owner, before = alive.size()](Status outcome) {
+    (void)store_->unpin(put->id, kPeerClient);
+    if (!outcome.ok()) {
+      log::warn("HA object {}: only {} of {} copies after a holder died: {}", put->id,
+                put->holders.size(), put->copies, outcome);
+    }
+    if (put->holders.size() == before) {
+      repairing_.erase(put->id);
+      return;
+    }
+    // Whatever copies were restored are recorded, also when fewer than wanted.
+    ha_->record(put->id, put->size, owner, put->holders, put->copies, [this, put](Status done) {
+      post([this, put, done] {
+        repairing_.erase(put->id);
+        if (!done.ok()) {
+          log::warn("HA object {}: restored copies not recorded: {}", put->id, done);
+          return;
+        }
+        std::string added;
+        for (const std::string& a : put->new_addresses) added += (added.empty() ? "" : ", ") + a;
+        log::info("HA object {}: back to {} of {} copies (new on {})", put->id, put->holders.size(),
+                  put->copies, added);
+      });
+    });
+  };
+  pin_when_ready(
+      id, address_, kPeerClient, put->deadline, [this, put](StatusOr<Placement> placement) {
+        if (!placement.ok()) {
+          repairing_.erase(put->id);
+          log::warn("HA object {}: cannot restore its copies: {}", put->id, placement.status());
+          return;
+        }
+        put->size = placement->size;
+        put->offset = placement->offset;
+        take_copies(put);
+      });
 }
 
 void StoreService::handle_replicate(const proto::ReplicateRequest& request,
@@ -906,16 +1001,24 @@ void StoreService::handle_drop_ha_copy(const proto::DropHaCopyRequest& request,
 }
 
 void StoreService::free_ha_object(const ObjectId& id) {
-  auto owned = ha_owned_.find(id);
-  if (owned == ha_owned_.end()) return;
-  std::vector<std::string> holders = std::move(owned->second);
-  ha_owned_.erase(owned);
-  drop_copies(id, holders);
-  if (ha_ != nullptr) {
-    ha_->forget(id, [id](Status forgotten) {
-      if (!forgotten.ok()) log::warn("the GCS did not forget HA object {}: {}", id, forgotten);
+  if (ha_owned_.erase(id) == 0 || ha_ == nullptr) return;
+  // The directory knows every holder, also those that took a copy after another died.
+  ha_->lookup(id, [this, id](StatusOr<HaRecord> record) {
+    post([this, id, record = std::move(record)] {
+      if (!record.ok()) {
+        log::warn("HA object {}: cannot free its other copies: {}", id, record.status());
+        return;
+      }
+      std::vector<std::string> others;
+      for (const HaRecord::Holder& h : record->holders) {
+        if (h.node != node_id_ && !h.address.empty()) others.push_back(h.address);
+      }
+      drop_copies(id, others);
+      ha_->forget(id, [id](Status forgotten) {
+        if (!forgotten.ok()) log::warn("the GCS did not forget HA object {}: {}", id, forgotten);
+      });
     });
-  }
+  });
 }
 
 void StoreService::drop_copies(const ObjectId& id, const std::vector<std::string>& holders) {
@@ -942,37 +1045,38 @@ void StoreService::drop_copies(const ObjectId& id, const std::vector<std::string
 void StoreService::fetch(const ObjectId& id, const std::string& owner_address, ClientId client,
                          Clock::time_point deadline,
                          std::function<void(StatusOr<Placement>)> done) {
-  fetcher_->fetch(id, owner_address, deadline,
-                  [this, id, owner_address, client, deadline, done](Status fetched) {
-                    if (fetched.ok()) {
-                      return pin_when_ready(id, owner_address, client, deadline, done);
-                    }
-                    if (ha_ == nullptr || !another_holder_may_help(fetched)) return done(fetched);
-                    ha_->holders(id, [this, id, owner_address, client, deadline, done,
-                                      fetched](StatusOr<std::vector<std::string>> holders) {
-                      post([this, id, owner_address, client, deadline, done, fetched,
-                            holders = std::move(holders)] {
-                        if (!holders.ok()) {
-                          if (holders.status().code() == StatusCode::kNotFound) {
-                            return done(fetched);  // Not an HA object.
-                          }
-                          return done(fetched.with_context(
-                              str_cat("and the HA directory could not say where other copies "
-                                      "are: ",
-                                      holders.status().to_string())));
-                        }
-                        auto others = std::make_shared<std::vector<std::string>>();
-                        for (const std::string& holder : *holders) {
-                          if (holder != owner_address && holder != address_) {
-                            others->push_back(holder);
-                          }
-                        }
-                        log::info("object {}: its owner {} failed ({}); trying {} other holder(s)",
-                                  id, owner_address, fetched, others->size());
-                        fetch_from_holders(id, others, 0, client, deadline, fetched, done);
-                      });
-                    });
-                  });
+  fetcher_->fetch(
+      id, owner_address, deadline,
+      [this, id, owner_address, client, deadline, done](Status fetched) {
+        if (fetched.ok()) {
+          return pin_when_ready(id, owner_address, client, deadline, done);
+        }
+        if (ha_ == nullptr || !another_holder_may_help(fetched)) return done(fetched);
+        ha_->lookup(id, [this, id, owner_address, client, deadline, done,
+                         fetched](StatusOr<HaRecord> holders) {
+          post([this, id, owner_address, client, deadline, done, fetched,
+                holders = std::move(holders)] {
+            if (!holders.ok()) {
+              if (holders.status().code() == StatusCode::kNotFound) {
+                return done(fetched);  // Not an HA object.
+              }
+              return done(fetched.with_context(
+                  str_cat("and the HA directory could not say where other copies "
+                          "are: ",
+                          holders.status().to_string())));
+            }
+            auto others = std::make_shared<std::vector<std::string>>();
+            for (const HaRecord::Holder& holder : holders->holders) {
+              if (holder.alive && holder.address != owner_address && holder.address != address_) {
+                others->push_back(holder.address);
+              }
+            }
+            log::info("object {}: its owner {} failed ({}); trying {} other holder(s)", id,
+                      owner_address, fetched, others->size());
+            fetch_from_holders(id, others, 0, client, deadline, fetched, done);
+          });
+        });
+      });
 }
 
 void StoreService::fetch_from_holders(const ObjectId& id,

@@ -78,7 +78,7 @@ class StoreService {
   // Lets the node keep HA objects (docs/objstore.md, "HA objects"): without a directory,
   // store.make_ha and peer.replicate are refused. Call before listen; `directory` must outlive
   // the service's stop().
-  void set_ha_directory(HaDirectory* directory) { ha_ = directory; }
+  void set_ha_directory(HaDirectory* directory);
 
   proto::StoreStatsResponse stats() const;
   const ObjectStore& store() const { return *store_; }
@@ -138,12 +138,17 @@ class StoreService {
   // Asks `holders` to free their copies of `id` (peer.drop_ha_copy); failures are logged.
   void drop_copies(const ObjectId& id, const std::vector<std::string>& holders);
 
-  // HA puts (store.make_ha): asks candidates for copies until enough have one, then records.
+  // Copies of HA objects (store.make_ha, and repairs after a holder died): lists the
+  // candidates, asks them in turn until enough hold a copy, then put->finished runs.
   struct HaPut;
+  void take_copies(const std::shared_ptr<HaPut>& put);
   void ask_for_copies(const std::shared_ptr<HaPut>& put);
   void copy_answered(const std::shared_ptr<HaPut>& put, const HaCandidate& target,
                      const Status& outcome);
-  void finish_ha_put(const std::shared_ptr<HaPut>& put, StatusOr<proto::MakeHaResponse> outcome);
+  // Node `dead` died: every HA object held here that it also held gets its copies back, each
+  // repaired by its first surviving holder (in the directory's order).
+  void repair_after(const NodeId& dead);
+  void repair(const ObjectId& id, const NodeId& dead, const StatusOr<HaRecord>& record);
   // Fetches `id` from its owner; when that fails and `id` is an HA object, from the other
   // nodes the directory names, in turn. done() as for pin_when_ready.
   void fetch(const ObjectId& id, const std::string& owner_address, ClientId client,
@@ -194,8 +199,10 @@ class StoreService {
   // Primary copies of HA objects this node took for others (peer.replicate): local
   // references do not free them.
   std::unordered_set<ObjectId> ha_copies_;
-  // HA objects created here: the other holders' addresses.
-  std::unordered_map<ObjectId, std::vector<std::string>> ha_owned_;
+  // HA objects created here (their last reference frees every copy), and those whose copies
+  // this node is restoring.
+  std::unordered_set<ObjectId> ha_owned_;
+  std::unordered_set<ObjectId> repairing_;
   std::string address_;
   std::mutex post_mu_;
   bool stopped_ = false;  // Under post_mu_: nothing is posted to the transport any more.

@@ -74,6 +74,39 @@ TEST_F(HaObjects, WithThreeCopiesSurviveTwoNodeDeaths) {
   EXPECT_EQ(on(2).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 2097152");
 }
 
+TEST_F(HaObjects, ALostCopyIsRestoredSoASecondNodeDeathLosesNothing) {
+  start(4);
+  constexpr uint64_t kSize = 4 << 20;
+  std::vector<uint64_t> empty;
+  for (int node = 0; node < 4; ++node) empty.push_back(on(node).usage().first);
+  StoreClient::Put p = on(0).put(kSize, 12, /*ha_copies=*/2);
+  auto holds_copy = [&](int node) { return on(node).usage().first >= empty[node] + kSize; };
+  int replica = -1;
+  for (int node = 1; node < 4 && replica < 0; ++node) {
+    if (holds_copy(node)) replica = node;
+  }
+  ASSERT_GE(replica, 1) << "no node took the second copy";
+  (void)nodes_[replica]->kill();
+  // Once the GCS declares it DEAD, node 0 (the first surviving holder) copies the object to
+  // one of the other two.
+  int restored = -1;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        for (int node = 1; node < 4; ++node) {
+          if (node != replica && holds_copy(node)) restored = node;
+        }
+        return restored > 0;
+      },
+      std::chrono::seconds(30)))
+      << "the lost copy was not restored";
+  (void)nodes_[0]->kill();  // The creator's node: now only the restored copy is left.
+  for (int node = 1; node < 4; ++node) {
+    if (node == replica) continue;
+    EXPECT_EQ(on(node).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK " + std::to_string(kSize))
+        << "read on node " << node;
+  }
+}
+
 TEST_F(HaObjects, PutAskingMoreCopiesThanNodesFailsRatherThanKeepFewer) {
   start(2);
   const std::string line = on(0).run({"put", "4096", "1", "ha", "3"}, "PUTFAIL ");
