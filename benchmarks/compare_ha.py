@@ -10,7 +10,16 @@
                    active-message test is the one that moves bytes at TCP's speed.
                    Ratio = peer time / HA time (target >= 0.87: HA <= 1.15 x peer).
 
-One cluster: halo-gcs and three halo-node daemons on this machine (link "shm": processes of
+  rereplication_bandwidth
+                   bytes restored per second after a holder dies: node 0 puts --objects HA
+                   objects of 64 MiB (2 copies) and holds them, the node holding the other
+                   copies is killed with SIGKILL, and node 0 restores every copy on the third
+                   node; from node 0's log, the time from its first "restoring" line to its
+                   last "back to" line (failure detection not included). Against the better of
+                   ucx_perftest ucp_put_bw and ucp_am_bw at 64 MiB (-e, halo's UCX_TLS). A new
+                   cluster per pair. Target ratio >= 0.8.
+
+For ha_put_time, one cluster: halo-gcs and three halo-node daemons on this machine (link "shm": processes of
 one host over halo's default UCX transports, ^mm). Each pair: one run of
 `halo_objstore_bench --mode=ha_put` (HA puts for --seconds, then plain puts for --seconds, each
 reference dropped after its put) and one ucx_perftest run. rereplication_bandwidth and
@@ -18,9 +27,12 @@ failover_read_ms wait for re-replication (not built yet).
 """
 
 import argparse
+import datetime
 import os
+import re
 import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pairwise  # noqa: E402
@@ -73,6 +85,66 @@ def measure(args, cluster, setup, size, copies):
     return [record]
 
 
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]")
+
+
+def log_times(path, text):
+    """Times (seconds) of the lines of a halo log that contain `text`."""
+    times = []
+    with open(path) as f:
+        for line in f:
+            m = LOG_TIME.match(line)
+            if m and text in line:
+                t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+                times.append(t.timestamp())
+    return times
+
+
+def measure_rereplication(args, programs, workdir, setup):
+    size = 64 << 20
+    objects = args.objects
+    log(f"  rereplication_bandwidth {objects} x {size} B: {args.pairs} pairs "
+        f"(load {load1():.1f})")
+    probe = {t: setup.ucx_perftest(t, size, 4)[1] for t in ("ucp_put_bw", "ucp_am_bw")}
+    counts = {t: max(2, int(args.seconds * mbps * 1e6 / size)) for t, mbps in probe.items()}
+    by_test = {t: [] for t in counts}
+    store = objects * size + (512 << 20)
+
+    def halo_run():
+        cluster = Cluster(programs, workdir, LINK, [store] * 3).start()
+        try:
+            holder, _ = cluster.hold(0, objects, size, "rerep", "--ha", "--copies=2")
+            used = [cluster.run_bench(n, "store_info")[0]["used_bytes"] for n in (1, 2)]
+            replica = 1 if used[0] >= objects * size else 2
+            cluster.node_procs[replica].kill()
+            node0_log = os.path.join(cluster.workdir, "node0.log")
+            deadline = time.monotonic() + 120
+            while len(log_times(node0_log, "copies (new on")) < objects:
+                if time.monotonic() > deadline:
+                    raise MeasurementError(f"node 0 did not restore {objects} copies in 120 s; "
+                                           f"see {node0_log}")
+                time.sleep(0.1)
+            start = min(log_times(node0_log, "; restoring"))
+            end = max(log_times(node0_log, "copies (new on"))
+            Cluster.release(holder)
+            return objects * size / max(end - start, 1e-6) / 1e6
+        finally:
+            cluster.stop()
+
+    def peer_run():
+        for t, n in counts.items():
+            by_test[t].append(setup.ucx_perftest(t, size, n)[1])
+        return max(values[-1] for values in by_test.values())
+
+    record = pairwise.point("rereplication_bandwidth", halo_run, peer_run, args.pairs, "MB/s",
+                            True, "best of ucx_perftest ucp_put_bw, ucp_am_bw", backend="ucx",
+                            transport=LINK, size=size, objects=objects, copies=2,
+                            ucx_tls=UCX_TLS[LINK])
+    for t, values in by_test.items():
+        record[f"peer_{t}"] = statistics.median(values)
+    return [record]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +153,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="length of each run")
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     ap.add_argument("--copies", default=",".join(str(c) for c in COPIES))
+    ap.add_argument("--metrics", default="ha_put_time,rereplication_bandwidth")
+    ap.add_argument("--objects", type=int, default=4,
+                    help="rereplication_bandwidth: HA objects of 64 MiB to restore")
     ap.add_argument("--workdir", default=None, help="default BUILD/bench/ha-work")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -92,20 +167,30 @@ def main():
     # Each node holds at most a few objects at a time (references are dropped after each put).
     store = 4 * max(sizes) + (256 << 20)
     records = []
-    cluster = Cluster(programs, workdir, LINK, [store] * max(3, max(copies_list))).start()
-    try:
-        setup = Setup(args, "ucx", LINK, None)
-        setup.env["UCX_TLS"] = UCX_TLS[LINK]
-        setup.perftest_flags = ["-e"]  # Peer-failure handling, as halo's endpoints.
-        for copies in copies_list:
-            for size in sizes:
-                records.extend(measure(args, cluster, setup, size, copies))
-                pairwise.write_records(out, records)  # Partial results survive a failure.
-    finally:
-        cluster.stop()
+    metrics = args.metrics.split(",")
+    setup = Setup(args, "ucx", LINK, None)
+    setup.env["UCX_TLS"] = UCX_TLS[LINK]
+    setup.perftest_flags = ["-e"]  # Peer-failure handling, as halo's endpoints.
+    if "ha_put_time" in metrics:
+        cluster = Cluster(programs, workdir, LINK, [store] * max(3, max(copies_list))).start()
+        try:
+            for copies in copies_list:
+                for size in sizes:
+                    records.extend(measure(args, cluster, setup, size, copies))
+                    pairwise.write_records(out, records)  # Partial results survive a failure.
+        finally:
+            cluster.stop()
+    if "rereplication_bandwidth" in metrics:
+        records.extend(measure_rereplication(args, programs, workdir, setup))
+        pairwise.write_records(out, records)
     print(f"{'metric':<22} {'size':>10} {'halo us':>10} {'peer us':>10} {'plain':>9} "
           f"{'raw':>9} {'ratio':>6} {'min-max':>11}")
     for r in records:
+        if r["metric"] == "rereplication_bandwidth":
+            print(f"{r['metric']:<22} {r['size']:>10} {r['halo']:>10.0f} {r['peer']:>10.0f} "
+                  f"{'MB/s':>9} {'':>9} {r['ratio']:>6.3f} {r['ratio_min']:.2f}-"
+                  f"{r['ratio_max']:.2f}")
+            continue
         print(f"{r['metric']:<22} {r['size']:>10} {r['halo']:>10.1f} {r['peer']:>10.1f} "
               f"{r['plain_put_us']:>9.1f} {r['raw_put_us']:>9.1f} {r['ratio']:>6.3f} "
               f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}")

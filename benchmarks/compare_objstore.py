@@ -178,6 +178,7 @@ class Cluster:
         self.node_stores = node_stores
         self.gcs_address = None
         self.node_addresses = []
+        self.node_procs = []
         self.logs = []
 
     def _log(self, name):
@@ -206,6 +207,7 @@ class Cluster:
                                     f"--object-store-memory={store}", *self.flags],
                 env=self.env, stdout=self._log(f"node{i}"), stderr=subprocess.STDOUT)
             nodes.append((proc, state_file))
+        self.node_procs = [proc for proc, _ in nodes]
         for i, (proc, state_file) in enumerate(nodes):
             deadline = time.monotonic() + 120  # Pre-faulting a large store takes a while.
             while True:
@@ -267,12 +269,13 @@ class Cluster:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return proc, LineReader(proc)
 
-    def hold(self, node, count, value_bytes, name):
-        """A client on `node` that puts `count` objects and holds them; returns (process,
-        refs file)."""
+    def hold(self, node, count, value_bytes, name, *flags):
+        """A client on `node` that puts `count` objects (with more bench `flags`, e.g. --ha)
+        and holds them; returns (process, refs file)."""
         refs_file = os.path.join(self.workdir, f"{name}.refs")
         proc, lines = self.spawn_bench(node, "put_many", f"--count={count}",
-                                       f"--value_bytes={value_bytes}", f"--refs_file={refs_file}")
+                                       f"--value_bytes={value_bytes}", f"--refs_file={refs_file}",
+                                       *flags)
         ready = lines.next_json(RUN_TIMEOUT)
         if not ready or ready.get("event") != "ready":
             Children.stop(proc)

@@ -10,7 +10,9 @@
 //                         store never fills; --keep_refs holds them all instead. With
 //                         --wait_for_go it prints {"event":"ready"} and starts on a line on
 //                         stdin (two clients at once). Prints {"puts_per_s": ...}.
-//   --mode=put_many       puts `count` objects of `value_bytes`, writes their references
+//   --mode=store_info     prints {"used_bytes": ..., "objects": ...} of this process's node.
+//   --mode=put_many       puts `count` objects of `value_bytes` (HA objects of `copies`
+//                         copies with --ha), writes their references
 //                         (ObjectRef::hex(), then a checksum of the value) to
 //                         `refs_file`, prints {"event":"ready"} and holds the references until
 //                         stdin closes: the objects small_get and remote_get read.
@@ -91,8 +93,10 @@ struct BenchConfig {
   bool keep_refs = false;
   // small_put: print {"event":"ready"} and wait for a line on stdin before starting.
   bool wait_for_go = false;
-  // ha_put: primary copies of each HA object, the creating node's included.
+  // ha_put, put_many with --ha: primary copies of each HA object, the creating node's included.
   uint32_t copies = 2;
+  // put_many: HA puts.
+  bool ha = false;
 
   template <typename V>
   void visit(V& v) {
@@ -106,7 +110,8 @@ struct BenchConfig {
     v("refs_file", refs_file, "put_many: written; small_get, remote_get: read");
     v("keep_refs", keep_refs, "small_put: keep the references instead of dropping them");
     v("wait_for_go", wait_for_go, "small_put: wait for a line on stdin before starting");
-    v("copies", copies, "ha_put: primary copies of each HA object");
+    v("copies", copies, "ha_put, put_many --ha: primary copies of each HA object");
+    v("ha", ha, "put_many: HA puts");
   }
 };
 
@@ -234,9 +239,12 @@ int run_put_many(const BenchConfig& config) {
   const auto start = Clock::now();
   std::vector<uint64_t> sums;
   sums.reserve(config.count);
+  halo::PutOptions options;
+  options.ha = config.ha;
+  options.num_primary_copies = config.copies;
   for (uint64_t i = 0; i < config.count; ++i) {
     const Bytes value = pattern(config.value_bytes, i + 1);
-    refs.push_back(halo::put(value));
+    refs.push_back(halo::put(value, options));
     sums.push_back(checksum(value));
   }
   // The first hex() waits until the node has applied every put; the others are free.
@@ -471,6 +479,11 @@ int run(const BenchConfig& config) {
   if (config.mode == "small_get") return run_small_get(config);
   if (config.mode == "put_bandwidth") return run_put_bandwidth(config);
   if (config.mode == "ha_put") return run_ha_put(config);
+  if (config.mode == "store_info") {
+    const halo::StoreInfo info = halo::store_info();
+    JsonLine().add("used_bytes", info.used_bytes).add("objects", info.objects).print();
+    return 0;
+  }
   if (config.mode == "remote_get") return run_remote_get(config);
   std::cerr << "halo_objstore_bench: unknown --mode=" << config.mode
             << "; use small_put, put_many, small_get, put_bandwidth, ha_put or remote_get\n";

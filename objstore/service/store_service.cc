@@ -899,6 +899,8 @@ void StoreService::repair(const ObjectId& id, const NodeId& dead,
   // One node repairs: the first surviving holder in the recorded order.
   if (alive.empty() || alive.front() != node_id_ || alive.size() >= record->copies_wanted) return;
   repairing_.insert(id);
+  log::info("HA object {}: {} of {} copies left after node {} died; restoring", id, alive.size(),
+            record->copies_wanted, dead);
   auto put = std::make_shared<HaPut>();
   put->id = id;
   put->copies = record->copies_wanted;

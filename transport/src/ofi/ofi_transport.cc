@@ -264,6 +264,13 @@ OfiTransport::~OfiTransport() {
   } else {
     retired.close();
   }
+  // Peers killed after the watch last looked at them (or killed just before this process
+  // stops) leave their regions too; the last transport of a job sweeps them, so that nothing
+  // of halo stays in /dev/shm.
+  if (shm_peer_watch_ != nullptr) {
+    shm_peer_watch_.reset();
+    ShmPeerWatch::remove_regions_of_dead_owners("halo.");
+  }
 }
 
 std::string OfiTransport::raw_address() const {
