@@ -563,7 +563,12 @@ proto::GcsStatusResponse GcsService::status() const {
   response.set_kv_entries(tables_.kv_size());
   response.set_jobs(tables_.jobs().size());
   response.set_actors(tables_.actors().size());
-  response.set_ha_objects(tables_.ha_object_count());
+  const GcsTables::HaHealth ha = tables_.ha_health();
+  response.set_ha_objects(ha.objects);
+  response.set_ha_bytes(ha.bytes);
+  response.set_ha_objects_short(ha.short_objects);
+  response.set_ha_bytes_short(ha.short_bytes);
+  response.set_ha_objects_lost(ha.lost_objects);
   return response;
 }
 

@@ -436,6 +436,27 @@ const proto::HaObjectInfo* GcsTables::ha_object(const ObjectId& id) const {
   return it == ha_objects_.end() ? nullptr : &it->second;
 }
 
+GcsTables::HaHealth GcsTables::ha_health() const {
+  HaHealth health;
+  for (const auto& [id, object] : ha_objects_) {
+    uint32_t live = 0;
+    for (const std::string& holder : object.holders()) {
+      auto node_id = NodeId::from_binary(holder);
+      const proto::NodeInfo* row = node_id.ok() ? node(*node_id) : nullptr;
+      if (row != nullptr && row->state() != proto::DEAD && row->state() != proto::REMOVED) ++live;
+    }
+    ++health.objects;
+    health.bytes += object.size();
+    if (live == 0) {
+      ++health.lost_objects;
+    } else if (live < object.copies_wanted()) {
+      ++health.short_objects;
+      health.short_bytes += object.size();
+    }
+  }
+  return health;
+}
+
 const std::string* GcsTables::kv_get(const std::string& ns, const std::string& key) const {
   auto it = kv_.find(KvKeyView{ns, key});
   return it == kv_.end() ? nullptr : &it->second;

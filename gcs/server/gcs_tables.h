@@ -94,6 +94,16 @@ class GcsTables {
   std::vector<proto::ActorInfo> actors() const;
   const proto::HaObjectInfo* ha_object(const ObjectId& id) const;
   size_t ha_object_count() const { return ha_objects_.size(); }
+  // How the HA objects stand against the node table (what `halo status` shows while
+  // re-replication runs). A holder counts while its node is neither DEAD nor REMOVED.
+  struct HaHealth {
+    uint64_t objects = 0;
+    uint64_t bytes = 0;
+    uint64_t short_objects = 0;  // Fewer counted holders than copies wanted, at least one.
+    uint64_t short_bytes = 0;
+    uint64_t lost_objects = 0;  // No counted holder at all.
+  };
+  HaHealth ha_health() const;
 
   // KV.
   const std::string* kv_get(const std::string& ns, const std::string& key) const;

@@ -83,6 +83,22 @@ std::string human_amount(const std::string& name, double v) {
   return number(v);
 }
 
+// "  HA objects: 120 (3.0GiB); restoring 8 (256.0MiB) whose copies died" -- or "all at full
+// copy count", and the lost ones, which no re-replication can bring back.
+std::string ha_line(const gcs::proto::GcsStatusResponse& s) {
+  std::string line = str_cat("  HA objects: ", s.ha_objects(), " (",
+                             human_amount("memory", static_cast<double>(s.ha_bytes())), ")");
+  if (s.ha_objects_short() > 0) {
+    line += str_cat("; restoring ", s.ha_objects_short(), " (",
+                    human_amount("memory", static_cast<double>(s.ha_bytes_short())),
+                    ") whose copies died");
+  } else if (s.ha_objects() > 0) {
+    line += "; all at full copy count";
+  }
+  if (s.ha_objects_lost() > 0) line += str_cat("; LOST ", s.ha_objects_lost(), " (no live copy)");
+  return line + "\n";
+}
+
 }  // namespace
 
 Status run_status(const StatusOptions& options) {
@@ -108,6 +124,10 @@ Status run_status(const StatusOptions& options) {
                      ", \"recovered_in_ms\": ", status->recovered_in_ms(),
                      ", \"kv_entries\": ", status->kv_entries(), ", \"jobs\": ", status->jobs(),
                      ", \"actors\": ", status->actors(), ", \"ha_objects\": ", status->ha_objects(),
+                     ", \"ha_bytes\": ", status->ha_bytes(),
+                     ", \"ha_objects_short\": ", status->ha_objects_short(),
+                     ", \"ha_bytes_short\": ", status->ha_bytes_short(),
+                     ", \"ha_objects_lost\": ", status->ha_objects_lost(),
                      ", \"data_dir\": ", quoted(status->data_dir()),
                      ", \"fsync_policy\": ", quoted(status->fsync_policy()));
     } else {
@@ -125,6 +145,7 @@ Status run_status(const StatusOptions& options) {
                      status->last_index(), ", snapshot at ", status->snapshot_index(),
                      ", data dir ", status->data_dir(), ", fsync ", status->fsync_policy(),
                      ", recovered in ", status->recovered_in_ms(), " ms\n");
+      out += ha_line(*status);
     } else {
       out += str_cat("\n  (gcs.status failed: ", status.status().to_string(), ")\n");
     }

@@ -157,11 +157,14 @@ void GcsHaDirectory::lookup(const ObjectId& id,
       [done] { done(stopped_error()); });
 }
 
-void GcsHaDirectory::on_node_dead(std::function<void(const NodeId&)> listener) {
+void GcsHaDirectory::on_node_dead(
+    std::function<void(const NodeId&, const std::string& address)> listener) {
   subscription_ = client_.subscribe_nodes([listener](const gcs::proto::PollResponse& response) {
     for (const gcs::proto::NodeChange& change : response.node_changes()) {
       if (change.node().state() != gcs::proto::DEAD) continue;
-      if (auto id = NodeId::from_binary(change.node().node_id()); id.ok()) listener(*id);
+      if (auto id = NodeId::from_binary(change.node().node_id()); id.ok()) {
+        listener(*id, change.node().address());
+      }
     }
   });
 }

@@ -44,7 +44,8 @@ class GcsHaDirectory : public objstore::HaDirectory {
   void forget(const ObjectId& id, std::function<void(Status)> done) override;
   void lookup(const ObjectId& id, std::function<void(StatusOr<objstore::HaRecord>)> done) override;
   // Subscribes to node changes (gcs.poll) until stop().
-  void on_node_dead(std::function<void(const NodeId&)> listener) override;
+  void on_node_dead(
+      std::function<void(const NodeId&, const std::string& address)> listener) override;
 
  private:
   // Runs `job` on the directory's thread; after stop(), `refused` runs instead, at once.

@@ -235,7 +235,7 @@ Status NodeDaemon::register_node(Clock::time_point sent) {
   auto response = client_->call<gcs::proto::RegisterNodeRequest, gcs::proto::RegisterNodeResponse>(
       "gcs.register_node", request, kRegisterTimeout);
   if (!response.ok()) return response.status();
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (!cluster_id_.empty() && response->cluster_id() != cluster_id_) {
     return failed_precondition_error(str_cat(
         "the GCS at ", gcs_address_, " now belongs to cluster ", hex(response->cluster_id()),
@@ -251,6 +251,9 @@ Status NodeDaemon::register_node(Clock::time_point sent) {
       "node {} registered with the GCS at {} as incarnation {} (lease {} ms, renewed every "
       "{} ms)",
       node_id_, gcs_address_, response->incarnation(), response->lease_ms(), period_.count());
+  lock.unlock();
+  // Registering again: while this node was DEAD its HA copies may have been replaced.
+  if (response->incarnation() > 1 && store_) store_->recheck_ha_copies();
   return Status();
 }
 

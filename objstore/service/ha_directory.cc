@@ -1,12 +1,19 @@
 #include "objstore/service/ha_directory.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <set>
 #include <utility>
 
 namespace halo::objstore {
 
 std::vector<HaCandidate> order_for_copies(std::vector<HaCandidate> candidates,
-                                          const std::string& own_failure_domain) {
+                                          const std::string& own_failure_domain, size_t start) {
+  if (!candidates.empty()) {
+    std::rotate(candidates.begin(),
+                candidates.begin() + static_cast<std::ptrdiff_t>(start % candidates.size()),
+                candidates.end());
+  }
   std::set<std::string> used;
   if (!own_failure_domain.empty()) used.insert(own_failure_domain);
   std::vector<HaCandidate> first;

@@ -59,15 +59,18 @@ class HaDirectory {
   // What the directory records about `id`, with each holder's address and liveness from the
   // node table. NOT_FOUND when `id` is not an HA object.
   virtual void lookup(const ObjectId& id, std::function<void(StatusOr<HaRecord>)> done) = 0;
-  // From now on, `listener` hears of every node the GCS declares DEAD (from another thread;
-  // a node may be reported more than once). Set once.
-  virtual void on_node_dead(std::function<void(const NodeId&)> listener) = 0;
+  // From now on, `listener` hears of every node the GCS declares DEAD, with the transport
+  // address it had (from another thread; a node may be reported more than once). Set once.
+  virtual void on_node_dead(
+      std::function<void(const NodeId&, const std::string& address)> listener) = 0;
 };
 
 // The order in which to ask `candidates` for copies: nodes in failure domains not yet used
-// (starting with `own_failure_domain`) first, each domain's nodes in the given order; the rest
-// after, for when a chosen node fails. Nodes without a domain count as each in its own.
+// (starting with `own_failure_domain`) first, the rest after, for when a chosen node fails.
+// Nodes without a domain count as each in its own. The walk over `candidates` starts at index
+// `start` (modulo their number) and wraps around, so that objects given different starts (the
+// store uses a hash of the object id) spread their copies over the nodes.
 std::vector<HaCandidate> order_for_copies(std::vector<HaCandidate> candidates,
-                                          const std::string& own_failure_domain);
+                                          const std::string& own_failure_domain, size_t start = 0);
 
 }  // namespace halo::objstore

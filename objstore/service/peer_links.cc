@@ -45,6 +45,19 @@ void PeerLinks::forget(const transport::EndpointPtr& endpoint) {
   }
 }
 
+void PeerLinks::close(const std::string& address, const Status& why) {
+  Link link;
+  {
+    std::lock_guard lock(mu_);
+    auto it = links_.find(address);
+    if (it == links_.end()) return;
+    link = std::move(it->second);
+    links_.erase(it);
+  }
+  if (link.endpoint) link.endpoint->close();
+  for (Done& d : link.waiting) d(why);
+}
+
 void PeerLinks::close_all() {
   std::unordered_map<std::string, Link> links;
   {

@@ -31,6 +31,10 @@ class PeerLinks : public std::enable_shared_from_this<PeerLinks> {
   void with_peer(const std::string& address, Done done);
   // Forgets the endpoint (it failed); the next request connects again.
   void forget(const transport::EndpointPtr& endpoint);
+  // Closes the connection to `address` (its node was declared DEAD): calls on it fail with
+  // UNAVAILABLE instead of waiting for a peer that may never answer, and requests waiting for
+  // a connection attempt fail at once with `why`. The next request connects again.
+  void close(const std::string& address, const Status& why);
   // Closes every connection; later requests fail with CANCELLED.
   void close_all();
 

@@ -742,7 +742,17 @@ struct StoreService::HaPut {
 void StoreService::set_ha_directory(HaDirectory* directory) {
   ha_ = directory;
   if (ha_ == nullptr) return;
-  ha_->on_node_dead([this](const NodeId& dead) { post([this, dead] { repair_after(dead); }); });
+  ha_->on_node_dead([this](const NodeId& dead, const std::string& address) {
+    post([this, dead, address] {
+      // Transfers from it and copies asked of it fail now, and move on to other holders and
+      // nodes, rather than wait for a node that may be hung or cut off, not gone.
+      if (!address.empty() && address != address_) {
+        links_->close(address, unavailable_error(str_cat("node ", dead.to_hex(), " at ", address,
+                                                         " was declared DEAD by the GCS")));
+      }
+      repair_after(dead);
+    });
+  });
 }
 
 void StoreService::handle_make_ha(const proto::MakeHaRequest& request,
@@ -811,7 +821,8 @@ void StoreService::take_copies(const std::shared_ptr<HaPut>& put) {
           others.push_back(c);
         }
       }
-      put->order = order_for_copies(std::move(others), found->own_failure_domain);
+      put->order = order_for_copies(std::move(others), found->own_failure_domain,
+                                    std::hash<ObjectId>()(put->id));
       ask_for_copies(put);
     });
   });
@@ -865,6 +876,12 @@ void StoreService::copy_answered(const std::shared_ptr<HaPut>& put, const HaCand
   } else {
     log::warn("node {} did not take a copy of HA object {}: {}", target.address, put->id, outcome);
     put->refusals.push_back(str_cat(target.address, ": ", outcome.to_string()));
+    // A node that timed out or went away may still finish its copy later: it is told to drop
+    // it (best effort; should it miss this too, it rechecks its copies once it registers again).
+    if (outcome.code() == StatusCode::kUnavailable ||
+        outcome.code() == StatusCode::kDeadlineExceeded) {
+      drop_copies(put->id, {target.address});
+    }
   }
   ask_for_copies(put);
 }
@@ -1000,6 +1017,38 @@ void StoreService::handle_drop_ha_copy(const proto::DropHaCopyRequest& request,
   if (!id.ok()) return reply.respond(id.status());
   if (ha_copies_.erase(*id) > 0) (void)store_->remove(*id);
   reply.respond(proto::DropHaCopyResponse());
+}
+
+void StoreService::recheck_ha_copies() {
+  post([this] {
+    if (ha_ == nullptr) return;
+    // Objects created here are not rechecked: their freeing still starts here, when their
+    // last reference goes, and reaches every holder the directory lists.
+    std::vector<ObjectId> ids(ha_copies_.begin(), ha_copies_.end());
+    if (!ids.empty()) {
+      log::info("rechecking {} HA object(s) with the directory after registering again",
+                ids.size());
+    }
+    for (const ObjectId& id : ids) {
+      ha_->lookup(id, [this, id](StatusOr<HaRecord> record) {
+        post([this, id, record = std::move(record)] {
+          if (!record.ok() && record.status().code() != StatusCode::kNotFound) {
+            log::warn("HA object {}: cannot recheck this node's copy: {}", id, record.status());
+            return;
+          }
+          const bool listed =
+              record.ok() &&
+              std::any_of(record->holders.begin(), record->holders.end(),
+                          [&](const HaRecord::Holder& h) { return h.node == node_id_; });
+          if (listed) return;
+          if (ha_copies_.erase(id) > 0) {
+            log::info("HA object {}: this node's copy was replaced while it was away; freed", id);
+            (void)store_->remove(id);
+          }
+        });
+      });
+    }
+  });
 }
 
 void StoreService::free_ha_object(const ObjectId& id) {

@@ -80,6 +80,11 @@ class StoreService {
   // the service's stop().
   void set_ha_directory(HaDirectory* directory);
 
+  // After this node registered again under a new incarnation (the GCS had declared it DEAD):
+  // copies it keeps for other nodes that the directory does not list here were replaced while
+  // it was away (or belong to a put that gave up on it), and are freed.
+  void recheck_ha_copies();
+
   proto::StoreStatsResponse stats() const;
   const ObjectStore& store() const { return *store_; }
 

@@ -129,6 +129,54 @@ TEST(GcsTables, MalformedMutationsAreInvalidArguments) {
   EXPECT_EQ(t.last_index(), 1u) << "a refused mutation must not have been applied";
 }
 
+proto::Mutation ha_put(const ObjectId& id, uint64_t size, const std::vector<NodeId>& holders,
+                       uint32_t copies_wanted) {
+  proto::Mutation m;
+  m.set_at_ms(4000);
+  proto::HaObjectInfo* o = m.mutable_ha_object_put();
+  o->set_object_id(id.binary());
+  o->set_size(size);
+  o->set_owner_node_id(holders.front().binary());
+  for (const NodeId& h : holders) o->add_holders(h.binary());
+  o->set_copies_wanted(copies_wanted);
+  return m;
+}
+
+TEST(GcsTables, HaHealthCountsObjectsShortOfCopiesAndLostOnesFromTheNodeTable) {
+  GcsTables t;
+  commit(t, cluster_created());
+  const NodeId a = NodeId::random(), b = NodeId::random(), c = NodeId::random();
+  for (const NodeId& n : {a, b, c}) commit(t, node_put(n, 1));
+  commit(t, ha_put(ObjectId::random(), 100, {a, b}, 2));
+  commit(t, ha_put(ObjectId::random(), 1000, {b, c}, 2));
+  commit(t, ha_put(ObjectId::random(), 10, {a, b, c}, 3));
+  GcsTables::HaHealth h = t.ha_health();
+  EXPECT_EQ(h.objects, 3u);
+  EXPECT_EQ(h.bytes, 1110u);
+  EXPECT_EQ(h.short_objects, 0u);
+  EXPECT_EQ(h.lost_objects, 0u);
+
+  // b dies: every object is one copy short. SUSPECTED still counts as a holder.
+  commit(t, state_change(c, 1, proto::SUSPECTED));
+  EXPECT_EQ(t.ha_health().short_objects, 0u);
+  commit(t, state_change(b, 1, proto::DEAD));
+  h = t.ha_health();
+  EXPECT_EQ(h.short_objects, 3u);
+  EXPECT_EQ(h.short_bytes, 1110u);
+  EXPECT_EQ(h.lost_objects, 0u);
+
+  // c goes too: the object held by b and c only is lost, the others are still short.
+  commit(t, state_change(c, 1, proto::DEAD));
+  h = t.ha_health();
+  EXPECT_EQ(h.lost_objects, 1u);
+  EXPECT_EQ(h.short_objects, 2u);
+  EXPECT_EQ(h.short_bytes, 110u);
+
+  // A holder missing from the node table does not count either.
+  commit(t, ha_put(ObjectId::random(), 5, {NodeId::random()}, 1));
+  EXPECT_EQ(t.ha_health().lost_objects, 2u);
+}
+
 TEST(GcsTables, KvKeysScansOneNamespaceByPrefix) {
   GcsTables t;
   commit(t, cluster_created());

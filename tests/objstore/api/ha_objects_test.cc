@@ -131,6 +131,54 @@ TEST_F(HaObjects, ANodeThatDiedIsPassedOverAndNeverCountedAsACopy) {
   }
 }
 
+// Node 1 is the only other failure domain, so a put on node 0 asks it first; it hangs
+// (SIGSTOP) before the put. Once the GCS declares it DEAD the put gives up on it and takes its
+// copy on node 2 or 3 instead: it neither fails nor waits for its own timeout. When node 1
+// comes back under a new incarnation, it frees the copy it may have taken meanwhile.
+// A connection attempt to the hung node would give up only after this; the put must not wait
+// for it.
+const std::string kSlowConnect = "--peer-connect-timeout-ms=60000";
+
+TEST_F(HaObjects, AReplicaThatHangsDuringAPutIsReplacedOnceDeclaredDead) {
+  start(4, {kSlowConnect}, {}, {"a", "b", "a", "a"});
+  constexpr uint64_t kSize = 4 << 20;
+  std::vector<uint64_t> empty;
+  for (int node = 0; node < 4; ++node) empty.push_back(on(node).usage().first);
+  ASSERT_TRUE(nodes_[1]->stop().ok());
+  const auto started = std::chrono::steady_clock::now();
+  StoreClient::Put p = on(0).put(kSize, 21, /*ha_copies=*/2);
+  ASSERT_FALSE(p.ref.empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(20));
+  auto holds_copy = [&](int node) { return on(node).usage().first >= empty[node] + kSize; };
+  EXPECT_TRUE(holds_copy(2) != holds_copy(3)) << "the second copy is on exactly one of 2 and 3";
+
+  ASSERT_TRUE(nodes_[1]->resume().ok());
+  ASSERT_TRUE(wait_for_node_state(dir_.path() + "/node1.json", "alive", std::chrono::seconds(30),
+                                  [](const node::NodeStateRecord& r) { return r.incarnation >= 2; })
+                  .ok())
+      << "node 1 did not register again";
+  EXPECT_TRUE(wait_for([&] { return on(1).usage().first == empty[1]; }, std::chrono::seconds(20)))
+      << "node 1 keeps " << on(1).usage().first - empty[1] << " bytes after it came back";
+
+  (void)nodes_[0]->kill();
+  for (int reader : {1, 2, 3}) {
+    EXPECT_EQ(on(reader).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK " + std::to_string(kSize))
+        << "read on node " << reader;
+  }
+}
+
+// With no other node to turn to, the same put fails (once node 1 is declared DEAD) and never
+// reports a copy it does not have.
+TEST_F(HaObjects, APutWhoseOnlyReplicaHangsFailsOnceItIsDeclaredDead) {
+  start(2, {kSlowConnect});
+  ASSERT_TRUE(nodes_[1]->stop().ok());
+  const auto started = std::chrono::steady_clock::now();
+  const std::string line = on(0).run({"put", std::to_string(4 << 20), "3", "ha", "2"}, "PUTFAIL ");
+  EXPECT_NE(line.find("got 1 of 2 primary copies"), std::string::npos) << line;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(20));
+  (void)nodes_[1]->resume();
+}
+
 TEST_F(HaObjects, PutWithCopiesOutOfRangeIsRefusedClearly) {
   start(1);
   const std::string line = on(0).run({"put", "4096", "1", "ha", "17"}, "PUTFAIL ");

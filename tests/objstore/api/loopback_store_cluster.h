@@ -28,9 +28,10 @@ class LoopbackStoreCluster : public ::testing::Test {
 
  protected:
   // A GCS and `n` nodes on 127.0.0.1, each with a store of kStoreBytes unless `store_bytes`
-  // says otherwise for it.
+  // says otherwise for it, and the failure_domain label `failure_domains` gives it, if any.
   void start(int n, std::vector<std::string> node_flags = {},
-             std::vector<uint64_t> store_bytes = {}) {
+             std::vector<uint64_t> store_bytes = {},
+             std::vector<std::string> failure_domains = {}) {
     using namespace std::chrono_literals;
     auto gcs = GcsChild::start(dir_.path(), fast_health_checks());
     ASSERT_TRUE(gcs.ok()) << gcs.status();
@@ -41,6 +42,9 @@ class LoopbackStoreCluster : public ::testing::Test {
       const uint64_t bytes =
           i < static_cast<int>(store_bytes.size()) ? store_bytes[i] : kStoreBytes;
       flags.push_back("--object-store-memory=" + std::to_string(bytes));
+      if (i < static_cast<int>(failure_domains.size())) {
+        flags.push_back("--labels=failure_domain=" + failure_domains[i]);
+      }
       auto node = spawn_node(gcs_->address(), gcs_->secret_file(), state, flags,
                              "node" + std::to_string(i));
       ASSERT_TRUE(node.ok()) << node.status();

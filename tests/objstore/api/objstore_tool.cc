@@ -23,15 +23,25 @@
 //   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
 //                                       its view, then reads the first again; prints
 //                                       "READ-ALL OK evictions=<n on this node>"
+//   objstore_tool produce COUNT SIZE SEED COPIES   HA-puts COUNT objects of SIZE bytes (seeds
+//                                       SEED, SEED+1, ...), printing "REF <ref hex> <checksum>"
+//                                       for each, then "PRODUCED <count>"; holds them until its
+//                                       stdin closes ("PUTFAIL <error>" ends it early)
+//   objstore_tool consume TIMEOUT_MS REF SUM ...   reads the objects at random, checking each,
+//                                       until its stdin closes; prints "READING" after its first
+//                                       read, then "CONSUMED reads=<n> lost=<n> badsum=<n>
+//                                       timeouts=<n> [first=<first failure>]"
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -248,6 +258,76 @@ int run(int argc, char** argv) {
     }
     std::printf("READ-ALL OK evictions=%llu\n",
                 static_cast<unsigned long long>(halo::store_info().evictions));
+    return 0;
+  }
+  if (cmd == "produce" && argc == 6) {
+    const uint64_t count = std::stoull(argv[2]);
+    const uint64_t size = std::stoull(argv[3]);
+    const uint64_t seed = std::stoull(argv[4]);
+    halo::PutOptions options;
+    options.ha = true;
+    options.num_primary_copies = static_cast<uint32_t>(std::stoul(argv[5]));
+    std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
+    for (uint64_t i = 0; i < count; ++i) {
+      auto data = pattern(size, seed + i);
+      try {
+        refs.push_back(halo::put(data, options));
+      } catch (const halo::Error& e) {
+        std::printf("PUTFAIL %s\n", e.what());
+        return 1;
+      }
+      std::printf("REF %s %llu\n", refs.back().hex().c_str(),
+                  static_cast<unsigned long long>(checksum(data)));
+    }
+    std::printf("PRODUCED %llu\n", static_cast<unsigned long long>(count));
+    std::fflush(stdout);
+    hold_until_stdin_closes();
+    return 0;
+  }
+  if (cmd == "consume" && argc >= 5 && argc % 2 == 1) {
+    const auto timeout = std::chrono::milliseconds(std::stoll(argv[2]));
+    std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
+    std::vector<std::string> sums;
+    for (int i = 3; i + 1 < argc; i += 2) {
+      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_hex(argv[i]));
+      sums.push_back(argv[i + 1]);
+    }
+    std::atomic<bool> done{false};
+    std::thread stdin_watch([&] {
+      hold_until_stdin_closes();
+      done = true;
+    });
+    std::mt19937_64 random(static_cast<uint64_t>(::getpid()));
+    uint64_t reads = 0, lost = 0, badsum = 0, timeouts = 0;
+    std::string first;
+    auto failed = [&](const std::string& what) {
+      if (first.empty()) first = what;
+    };
+    while (!done) {
+      const size_t i = random() % refs.size();
+      try {
+        auto view = halo::get(refs[i], timeout);
+        if (std::to_string(checksum(view.span())) != sums[i]) {
+          ++badsum;
+          failed("object " + refs[i].hex() + " read with a wrong checksum");
+        }
+      } catch (const halo::ObjectLostError& e) {
+        ++lost;
+        failed(e.what());
+      } catch (const halo::GetTimeoutError& e) {
+        ++timeouts;
+        failed(e.what());
+      }
+      if (++reads == 1) {
+        std::printf("READING\n");
+        std::fflush(stdout);
+      }
+    }
+    stdin_watch.join();
+    std::printf("CONSUMED reads=%llu lost=%llu badsum=%llu timeouts=%llu%s%s\n",
+                static_cast<unsigned long long>(reads), static_cast<unsigned long long>(lost),
+                static_cast<unsigned long long>(badsum), static_cast<unsigned long long>(timeouts),
+                first.empty() ? "" : " first=", first.c_str());
     return 0;
   }
   std::fprintf(stderr, "usage: see the comment at the top of objstore_tool.cc\n");

@@ -39,6 +39,14 @@ TEST(OrderForCopies, NodesWithoutADomainAreEachTheirOwn) {
   EXPECT_EQ(addresses(ordered), (std::vector<std::string>{"node1", "node3", "node0", "node2"}));
 }
 
+TEST(OrderForCopies, AStartRotatesTheWalkSoCopiesSpreadOverTheNodes) {
+  EXPECT_EQ(addresses(order_for_copies(nodes({"", "", ""}), "", 4)),
+            (std::vector<std::string>{"node1", "node2", "node0"}));
+  // Domains still come first: rack2 is reached first through node2, rack3 after it.
+  EXPECT_EQ(addresses(order_for_copies(nodes({"rack1", "rack2", "rack2", "rack3"}), "rack1", 2)),
+            (std::vector<std::string>{"node2", "node3", "node0", "node1"}));
+}
+
 TEST(OrderForCopies, NoCandidatesGiveNone) { EXPECT_TRUE(order_for_copies({}, "rack1").empty()); }
 
 }  // namespace
