@@ -19,11 +19,19 @@
                    ucx_perftest ucp_put_bw and ucp_am_bw at 64 MiB (-e, halo's UCX_TLS). A new
                    cluster per pair. Target ratio >= 0.8.
 
-For ha_put_time, one cluster: halo-gcs and three halo-node daemons on this machine (link "shm": processes of
-one host over halo's default UCX transports, ^mm). Each pair: one run of
+  failover_read_ms a read in flight when its holder dies, until it completes from another
+                   copy: node 1 puts one HA object of 64 MiB (2 copies) and holds it; a client
+                   on the node without a copy starts a get (the bytes come from node 1, the
+                   owner), and node 1 is killed with SIGKILL --kill-after-ms (5) later. From
+                   the kill to the get's return (both on CLOCK_MONOTONIC), which includes
+                   moving the 64 MiB again from the other holder. A run counts only when the
+                   reader's node logged the failover (the kill came while the read was in
+                   flight). A new cluster per run; --pairs runs. No peer; target <= 100 ms.
+
+For ha_put_time, one cluster: halo-gcs and three halo-node daemons on this machine (link "shm":
+processes of one host over halo's default UCX transports, ^mm). Each pair: one run of
 `halo_objstore_bench --mode=ha_put` (HA puts for --seconds, then plain puts for --seconds, each
-reference dropped after its put) and one ucx_perftest run. rereplication_bandwidth and
-failover_read_ms wait for re-replication (not built yet).
+reference dropped after its put) and one ucx_perftest run.
 """
 
 import argparse
@@ -37,7 +45,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pairwise  # noqa: E402
 from compare_objstore import (UCX_TLS, Cluster, MeasurementError, Programs,  # noqa: E402
-                              load1, log, run_script)
+                              alone, load1, log, run_script)
 from compare_transport import Setup  # noqa: E402
 
 SIZES = [4 << 10, 1 << 20, 64 << 20]
@@ -145,6 +153,54 @@ def measure_rereplication(args, programs, workdir, setup):
     return [record]
 
 
+def measure_failover_read(args, programs, workdir):
+    size = 64 << 20
+    log(f"  failover_read_ms {size} B: {args.pairs} runs, holder killed {args.kill_after_ms} ms "
+        f"into the read (load {load1():.1f})")
+    store = 2 * size + (256 << 20)
+    values, attempts = [], 0
+    while len(values) < args.pairs:
+        attempts += 1
+        if attempts > 3 * args.pairs:
+            raise MeasurementError(f"only {len(values)} of {attempts - 1} runs caught the read "
+                                   f"in flight; try another --kill-after-ms")
+        cluster = Cluster(programs, workdir, LINK, [store] * 3).start()
+        try:
+            holder, refs = cluster.hold(1, 1, size, "failover", "--ha", "--copies=2")
+            used = {n: cluster.run_bench(n, "store_info")[0]["used_bytes"] for n in (0, 2)}
+            reader = 0 if used[0] < used[2] else 2  # The node without a copy.
+            proc, lines = cluster.spawn_bench(reader, "one_get", f"--refs_file={refs}")
+            if (lines.next_json(60) or {}).get("event") != "ready":
+                raise MeasurementError("the reader did not start")
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            getting = lines.next_json(60)
+            time.sleep(args.kill_after_ms / 1000)
+            killed_ns = time.monotonic_ns()
+            cluster.node_procs[1].kill()
+            got = lines.next_json(60)
+            if not got or got.get("event") != "got" or got.get("bytes") != size:
+                raise MeasurementError(f"the read did not complete after the holder died: {got}; "
+                                       f"see {cluster.workdir}")
+            reader_log = os.path.join(cluster.workdir, f"node{reader}.log")
+            failed_over = bool(log_times(reader_log, "trying 1 other holder"))
+            ms = (got["t_ns"] - killed_ns) / 1e6
+            if failed_over and got["t_ns"] > killed_ns:
+                values.append(ms)
+                log(f"    run {len(values)}/{args.pairs}: {ms:.1f} ms (read started "
+                    f"{(killed_ns - getting['t_ns']) / 1e6:.1f} ms before the kill)")
+            else:
+                log(f"    not counted: the read was done {-ms:.1f} ms before the kill"
+                    if not failed_over else "    not counted")
+            Cluster.release(holder)
+        finally:
+            cluster.stop()
+    record = alone("failover_read_ms", values, "ms", backend="ucx", transport=LINK, size=size,
+                   copies=2, kill_after_ms=args.kill_after_ms, ucx_tls=UCX_TLS[LINK])
+    record["higher_is_better"] = False
+    return [record]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,7 +209,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="length of each run")
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     ap.add_argument("--copies", default=",".join(str(c) for c in COPIES))
-    ap.add_argument("--metrics", default="ha_put_time,rereplication_bandwidth")
+    ap.add_argument("--metrics", default="ha_put_time,rereplication_bandwidth,failover_read_ms")
+    ap.add_argument("--kill-after-ms", type=float, default=5.0,
+                    help="failover_read_ms: when to kill the holder, after the read starts")
     ap.add_argument("--objects", type=int, default=4,
                     help="rereplication_bandwidth: HA objects of 64 MiB to restore")
     ap.add_argument("--workdir", default=None, help="default BUILD/bench/ha-work")
@@ -183,9 +241,16 @@ def main():
     if "rereplication_bandwidth" in metrics:
         records.extend(measure_rereplication(args, programs, workdir, setup))
         pairwise.write_records(out, records)
+    if "failover_read_ms" in metrics:
+        records.extend(measure_failover_read(args, programs, workdir))
+        pairwise.write_records(out, records)
     print(f"{'metric':<22} {'size':>10} {'halo us':>10} {'peer us':>10} {'plain':>9} "
           f"{'raw':>9} {'ratio':>6} {'min-max':>11}")
     for r in records:
+        if r["metric"] == "failover_read_ms":
+            print(f"{r['metric']:<22} {r['size']:>10} {r['halo']:>10.1f} {'':>10} {'ms':>9} "
+                  f"{'':>9} {'':>6} {r['halo_min']:.1f}-{r['halo_max']:.1f}")
+            continue
         if r["metric"] == "rereplication_bandwidth":
             print(f"{r['metric']:<22} {r['size']:>10} {r['halo']:>10.0f} {r['peer']:>10.0f} "
                   f"{'MB/s':>9} {'':>9} {r['ratio']:>6.3f} {r['ratio_min']:.2f}-"

@@ -43,6 +43,13 @@
 //                         frees the copy, so every get moves the bytes again. Checks the value
 //                         once and that the node fetched once per get. Prints {"MBps": ...}
 //                         (get time only) and "cycle_MBps" (adopt + get + drop).
+//   --mode=one_get        one get of the object of `refs_file`, timed against the system's
+//                         monotonic clock (CLOCK_MONOTONIC, which the script reads too): prints
+//                         {"event":"ready"} once it has joined, starts on a line on stdin, prints
+//                         {"event":"getting","t_ns":...} just before halo::get and
+//                         {"event":"got","t_ns":...,"bytes":...} when halo::get returned (then
+//                         checks the value, untimed; compare_ha.py's failover_read_ms kills the
+//                         holder meanwhile).
 //
 //   export HALO_ADDRESS=ucx://127.0.0.1:6380 HALO_SECRET_FILE=work/cluster.secret
 //   export HALO_NODE_ADDRESS=ucx://127.0.0.1:40123
@@ -51,6 +58,8 @@
 // Bandwidth is in MB/s (10^6 bytes per second) of the value's bytes (the 16-byte object header
 // halo adds is not counted). Exit code 0 on success, 1 when a measurement failed (the message
 // says why), 2 for bad flags.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -473,6 +482,27 @@ int run_remote_get(const BenchConfig& config) {
   return 0;
 }
 
+uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int run_one_get(const BenchConfig& config) {
+  const RefLine line = read_refs(config.refs_file).front();
+  Ref ref = Ref::from_hex(line.hex);
+  JsonLine().add("event", "ready").print();
+  std::string go;
+  if (!std::getline(std::cin, go)) return 0;
+  JsonLine().add("event", "getting").add("t_ns", monotonic_ns()).print();
+  auto view = halo::get(ref);
+  const uint64_t done = monotonic_ns();  // The value is readable here; checking it is not timed.
+  const bool intact = checksum(view.span()) == line.sum;
+  if (!intact) throw halo::Error("object " + ref.id().to_hex() + " does not hold what was put");
+  JsonLine().add("event", "got").add("t_ns", done).add("bytes", view.size()).print();
+  return 0;
+}
+
 int run(const BenchConfig& config) {
   if (config.mode == "small_put") return run_small_put(config);
   if (config.mode == "put_many") return run_put_many(config);
@@ -485,8 +515,10 @@ int run(const BenchConfig& config) {
     return 0;
   }
   if (config.mode == "remote_get") return run_remote_get(config);
+  if (config.mode == "one_get") return run_one_get(config);
   std::cerr << "halo_objstore_bench: unknown --mode=" << config.mode
-            << "; use small_put, put_many, small_get, put_bandwidth, ha_put or remote_get\n";
+            << "; use small_put, put_many, small_get, put_bandwidth, ha_put, store_info, "
+               "remote_get or one_get\n";
   return 2;
 }
 
@@ -508,7 +540,8 @@ int main(int argc, char** argv) {
     std::cerr << "halo_objstore_bench: " << rest.status() << "\n";
     return 2;
   }
-  if ((config.mode == "small_get" || config.mode == "remote_get") && config.refs_file.empty()) {
+  if ((config.mode == "small_get" || config.mode == "remote_get" || config.mode == "one_get") &&
+      config.refs_file.empty()) {
     std::cerr << "halo_objstore_bench: --mode=" << config.mode << " needs --refs_file\n";
     return 2;
   }
