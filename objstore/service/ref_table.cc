@@ -19,7 +19,11 @@ void RefTable::created(const ObjectId& id, ClientId client) {
   by_client_[client].insert(id);
 }
 
-StatusOr<RefActions> RefTable::add_refs(ClientId client, const std::vector<RefSpec>& refs) {
+StatusOr<RefActions> RefTable::add_refs(ClientId client, const std::vector<RefSpec>& given) {
+  std::vector<RefSpec> refs = given;
+  for (RefSpec& ref : refs) {
+    if (auto moved = moved_.find(ref.id); moved != moved_.end()) ref.owner_address = moved->second;
+  }
   for (const RefSpec& ref : refs) {
     if (ref.owner_address == self_ && !entries_.contains(ref.id)) {
       return failed_precondition_error(
@@ -88,6 +92,22 @@ RefActions RefTable::node_gone(const NodeId& node) {
   RefActions actions;
   for (const ObjectId& id : borrowed) actions.append(remove_borrower(id, node));
   return actions;
+}
+
+void RefTable::adopt(const ObjectId& id, ClientId holder) {
+  moved_[id] = self_;
+  Entry& e = entries_[id];
+  e.owner_address = self_;
+  e.clients.insert(holder);
+  by_client_[holder].insert(id);
+}
+
+bool RefTable::owner_moved(const ObjectId& id, const std::string& new_owner) {
+  moved_[id] = new_owner;
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return false;
+  it->second.owner_address = new_owner;
+  return !it->second.clients.empty();
 }
 
 size_t RefTable::borrowers(const ObjectId& id) const {

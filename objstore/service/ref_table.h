@@ -65,6 +65,14 @@ class RefTable {
   // A node died: it borrows nothing any more.
   RefActions node_gone(const NodeId& node);
 
+  // HA objects whose owner node died (docs/objstore.md, "HA objects"): this node takes over
+  // `id` and owns it from now on; `holder` holds a reference until the other nodes have said
+  // whether they borrow it (remove_refs(holder, {id}) then).
+  void adopt(const ObjectId& id, ClientId holder);
+  // `new_owner` owns `id` now: references here borrow from it, also those taken later with
+  // the old owner's address. True when clients here hold references to it.
+  bool owner_moved(const ObjectId& id, const std::string& new_owner);
+
   bool referenced(const ObjectId& id) const { return entries_.contains(id); }
   size_t size() const { return entries_.size(); }
   size_t borrowers(const ObjectId& id) const;
@@ -82,6 +90,7 @@ class RefTable {
   const std::string self_;
   std::unordered_map<ObjectId, Entry> entries_;
   std::unordered_map<ClientId, std::unordered_set<ObjectId>> by_client_;
+  std::unordered_map<ObjectId, std::string> moved_;  // HA objects' new owners.
 };
 
 }  // namespace halo::objstore

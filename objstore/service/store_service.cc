@@ -17,6 +17,9 @@ using transport::RpcResponder;
 // Client ids: connections are endpoint id + kFirstClient; below that, the node itself
 // (kNodeClient creates fetched copies).
 constexpr ClientId kPeerClient = 1;  // Pins an object while a peer reads it.
+// Holds a reference to an HA object this node took over until the other nodes have said
+// whether they borrow it.
+constexpr ClientId kTakeoverClient = 2;
 constexpr ClientId kFirstClient = 16;
 
 // Most primary copies one HA put may ask for.
@@ -205,6 +208,7 @@ Status StoreService::install_handlers() {
   HALO_STORE_METHOD("peer.unborrow", BorrowRequest, BorrowResponse, handle_unborrow);
   HALO_STORE_METHOD("store.make_ha", MakeHaRequest, MakeHaResponse, handle_make_ha);
   HALO_STORE_METHOD("peer.replicate", ReplicateRequest, ReplicateResponse, handle_replicate);
+  HALO_STORE_METHOD("peer.owner_moved", OwnerMovedRequest, OwnerMovedResponse, handle_owner_moved);
   HALO_STORE_METHOD("peer.drop_ha_copy", DropHaCopyRequest, DropHaCopyResponse,
                     handle_drop_ha_copy);
 #undef HALO_STORE_METHOD
@@ -750,6 +754,8 @@ void StoreService::set_ha_directory(HaDirectory* directory) {
         links_->close(address, unavailable_error(str_cat("node ", dead.to_hex(), " at ", address,
                                                          " was declared DEAD by the GCS")));
       }
+      // It borrows nothing any more; HA objects it owned are taken over by their repairer.
+      apply(refs_->node_gone(dead));
       repair_after(dead);
     });
   });
@@ -908,46 +914,57 @@ void StoreService::repair(const ObjectId& id, const NodeId& dead,
   }
   const bool held_by_dead = std::any_of(record->holders.begin(), record->holders.end(),
                                         [&](const HaRecord::Holder& h) { return h.node == dead; });
-  if (!held_by_dead || repairing_.contains(id)) return;
+  // The owner counted the object's references; whoever repairs it counts them from now on.
+  const bool owner_died = record->owner == dead;
+  if ((!held_by_dead && !owner_died) || repairing_.contains(id)) return;
   std::vector<NodeId> alive;
   for (const HaRecord::Holder& h : record->holders) {
     if (h.alive && h.node != dead) alive.push_back(h.node);
   }
   // One node repairs: the first surviving holder in the recorded order.
-  if (alive.empty() || alive.front() != node_id_ || alive.size() >= record->copies_wanted) return;
+  if (alive.empty() || alive.front() != node_id_) return;
+  if (alive.size() >= record->copies_wanted && !owner_died) return;
   repairing_.insert(id);
-  log::info("HA object {}: {} of {} copies left after node {} died; restoring", id, alive.size(),
-            record->copies_wanted, dead);
+  if (alive.size() < record->copies_wanted) {
+    log::info("HA object {}: {} of {} copies left after node {} died; restoring", id, alive.size(),
+              record->copies_wanted, dead);
+  }
   auto put = std::make_shared<HaPut>();
   put->id = id;
   put->copies = record->copies_wanted;
   put->deadline = Clock::now() + std::chrono::seconds(60);
   put->holders = alive;
-  const NodeId owner = record->owner;
-  put->finished = [this, put, owner, before = alive.size()](Status outcome) {
+  const NodeId owner = owner_died ? node_id_ : record->owner;
+  put->finished = [this, put, owner, owner_died, before = alive.size()](Status outcome) {
     (void)store_->unpin(put->id, kPeerClient);
     if (!outcome.ok()) {
       log::warn("HA object {}: only {} of {} copies after a holder died: {}", put->id,
                 put->holders.size(), put->copies, outcome);
     }
-    if (put->holders.size() == before) {
+    if (put->holders.size() == before && !owner_died) {
       repairing_.erase(put->id);
       return;
     }
     // Whatever copies were restored are recorded, also when fewer than wanted.
-    ha_->record(put->id, put->size, owner, put->holders, put->copies, [this, put](Status done) {
-      post([this, put, done] {
-        repairing_.erase(put->id);
-        if (!done.ok()) {
-          log::warn("HA object {}: restored copies not recorded: {}", put->id, done);
-          return;
-        }
-        std::string added;
-        for (const std::string& a : put->new_addresses) added += (added.empty() ? "" : ", ") + a;
-        log::info("HA object {}: back to {} of {} copies (new on {})", put->id, put->holders.size(),
-                  put->copies, added);
-      });
-    });
+    ha_->record(put->id, put->size, owner, put->holders, put->copies,
+                [this, put, owner_died](Status done) {
+                  post([this, put, owner_died, done] {
+                    repairing_.erase(put->id);
+                    if (!done.ok()) {
+                      log::warn("HA object {}: restored copies not recorded: {}", put->id, done);
+                      return;
+                    }
+                    if (!put->new_addresses.empty()) {
+                      std::string added;
+                      for (const std::string& a : put->new_addresses) {
+                        added += (added.empty() ? "" : ", ") + a;
+                      }
+                      log::info("HA object {}: back to {} of {} copies (new on {})", put->id,
+                                put->holders.size(), put->copies, added);
+                    }
+                    if (owner_died) take_over(put->id);
+                  });
+                });
   };
   pin_when_ready(
       id, address_, kPeerClient, put->deadline, [this, put](StatusOr<Placement> placement) {
@@ -960,6 +977,70 @@ void StoreService::repair(const ObjectId& id, const NodeId& dead,
         put->offset = placement->offset;
         take_copies(put);
       });
+}
+
+void StoreService::take_over(const ObjectId& id) {
+  ha_copies_.erase(id);
+  ha_owned_.insert(id);
+  refs_->adopt(id, kTakeoverClient);
+  log::info("HA object {}: its owner node died; this node counts its references now", id);
+  // Every other node says whether its clients reference the object; until all have answered
+  // (or failed), the takeover's own reference keeps it.
+  ha_->candidates([this, id](StatusOr<HaDirectory::Candidates> found) {
+    post([this, id, found = std::move(found)] {
+      auto release = [this, id] { apply(refs_->remove_refs(kTakeoverClient, {id})); };
+      if (!found.ok()) {
+        log::warn("HA object {}: cannot ask the other nodes whether they reference it: {}", id,
+                  found.status());
+        return release();
+      }
+      auto waiting = std::make_shared<size_t>(found->nodes.size());
+      if (*waiting == 0) return release();
+      auto answered = [waiting, release] {
+        if (--*waiting == 0) release();
+      };
+      for (const HaCandidate& node : found->nodes) {
+        links_->with_peer(node.address, [this, id, node, answered](StatusOr<EndpointPtr> peer) {
+          post([this, id, node, answered, peer = std::move(peer)] {
+            if (!peer.ok()) return answered();
+            proto::OwnerMovedRequest request;
+            request.add_object_ids(id.binary());
+            request.set_new_owner_address(address_);
+            const EndpointPtr endpoint = *peer;
+            rpc_.client().call<proto::OwnerMovedRequest, proto::OwnerMovedResponse>(
+                endpoint, "peer.owner_moved", request, std::chrono::seconds(10),
+                [this, id, node, endpoint, answered](StatusOr<proto::OwnerMovedResponse> result) {
+                  post([this, id, node, endpoint, answered, result = std::move(result)] {
+                    if (!result.ok()) {
+                      log::warn("node {} did not hear that HA object {} has a new owner: {}",
+                                node.address, id, result.status());
+                    } else if (result->borrowed_ids_size() > 0) {
+                      borrower_endpoints_[endpoint->id()] = node.node;
+                      (void)refs_->add_borrower(id, node.node);
+                    }
+                    answered();
+                  });
+                });
+          });
+        });
+      }
+    });
+  });
+}
+
+void StoreService::handle_owner_moved(const proto::OwnerMovedRequest& request,
+                                      RpcResponder<proto::OwnerMovedResponse> reply) {
+  if (request.new_owner_address().empty()) {
+    return reply.respond(invalid_argument_error("peer.owner_moved without the new owner"));
+  }
+  proto::OwnerMovedResponse response;
+  response.set_node_id(node_id_.binary());
+  for (const std::string& bytes : request.object_ids()) {
+    auto id = object_id_of(bytes);
+    if (!id.ok()) return reply.respond(id.status());
+    if (refs_->owner_moved(*id, request.new_owner_address())) response.add_borrowed_ids(bytes);
+  }
+  reply.respond(std::move(response));
 }
 
 void StoreService::handle_replicate(const proto::ReplicateRequest& request,

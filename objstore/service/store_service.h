@@ -135,6 +135,11 @@ class StoreService {
                        transport::RpcResponder<proto::BorrowResponse> reply);
   void handle_replicate(const proto::ReplicateRequest& request,
                         transport::RpcResponder<proto::ReplicateResponse> reply);
+  void handle_owner_moved(const proto::OwnerMovedRequest& request,
+                          transport::RpcResponder<proto::OwnerMovedResponse> reply);
+  // This node counts the references of HA object `id` from now on (its owner died and this
+  // node repaired it): it tells every other node, which says whether it borrows the object.
+  void take_over(const ObjectId& id);
   void handle_drop_ha_copy(const proto::DropHaCopyRequest& request,
                            transport::RpcResponder<proto::DropHaCopyResponse> reply);
   // The last reference to an HA object created here is gone: the other holders free their

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -144,7 +145,8 @@ class HaObjectsOnHosts : public StoreHostsCluster {
 
 TEST_F(HaObjectsOnHosts, ProducersAndConsumersLoseNothingWhenTwoNodesDieOneAfterTheOther) {
   // Sizes on each path: objects inline in messages in host 0, moved by RMA in host 1.
-  const uint64_t empty3 = on(3).usage().first;
+  std::map<int, uint64_t> empty;
+  for (int host = 0; host < 4; ++host) empty[host] = on(host).usage().first;
   Produced produced;
   auto producer0 = produce(0, 12, 20000, 100, produced);
   auto producer1 = produce(1, 12, 2 << 20, 200, produced);
@@ -152,7 +154,7 @@ TEST_F(HaObjectsOnHosts, ProducersAndConsumersLoseNothingWhenTwoNodesDieOneAfter
   ASSERT_EQ(produced.count(), 24u);
   wait_until_fully_copied(24, "the puts");
   // Copies spread by object id: host 3's node, which nobody uses, holds some.
-  EXPECT_GT(on(3).usage().first, empty3) << "no copy on host 3's node";
+  EXPECT_GT(on(3).usage().first, empty[3]) << "no copy on host 3's node";
 
   auto consumer0 = consume(0, produced.refs_and_sums);
   auto consumer2 = consume(2, produced.refs_and_sums);
@@ -162,8 +164,6 @@ TEST_F(HaObjectsOnHosts, ProducersAndConsumersLoseNothingWhenTwoNodesDieOneAfter
   kill_node(3);
   wait_until_fully_copied(24, "host 3's node was killed");
 
-  finish(consumer0, 0);
-  finish(consumer2, 2);
   // Every object, read once more in each host left, intact.
   for (int host : {0, 2}) {
     std::vector<std::string> args = {"read-all"};
@@ -171,13 +171,22 @@ TEST_F(HaObjectsOnHosts, ProducersAndConsumersLoseNothingWhenTwoNodesDieOneAfter
     const std::string line = on(host).run(args, "READ-ALL ");
     EXPECT_EQ(line.rfind("READ-ALL OK", 0), 0u) << "host " << host << ": " << line;
   }
+  finish(consumer0, 0);
+  finish(consumer2, 2);
 
-  // Producer 0 drops its references: its 12 objects go from the directory and every node.
+  // The last references go: producer 0's, and the consumers' to producer 1's objects (whose
+  // creator lost its node, and with it its references). Every copy and every directory entry
+  // go with them, on both nodes left.
   producer0->close_stdin();
   ASSERT_TRUE(producer0->wait(30s).ok());
-  EXPECT_TRUE(test::wait_for([&] { return ha_counts().objects == 12; }, 30s))
-      << ha_counts().objects << " HA objects left in the directory";
   (void)producer1->kill();
+  EXPECT_TRUE(test::wait_for([&] { return ha_counts().objects == 0; }, 30s))
+      << ha_counts().objects << " HA objects left in the directory";
+  for (int host : {0, 2}) {
+    EXPECT_TRUE(test::wait_for([&] { return on(host).usage().first == empty[host]; }, 30s))
+        << "host " << host << "'s node still uses " << on(host).usage().first - empty[host]
+        << " bytes";
+  }
 }
 
 // Host 3 is cut off (its packets silently dropped) just before a put that wants a copy on
@@ -204,7 +213,11 @@ TEST_F(HaObjectsOnHosts, AReplicaCutOffDuringAPutIsNeverCountedAsACopy) {
       << "host 3's node did not register again";
   EXPECT_TRUE(test::wait_for([&] { return on(3).usage().first == empty3; }, 30s))
       << "host 3's node keeps " << on(3).usage().first - empty3 << " bytes of copies";
-  // Nodes 1 and 2 hold the other copies of the object: they read it with node 0 gone.
+  // Nodes 1 and 2 hold the other copies of the object: they read it with node 0 gone (a
+  // client in host 1 keeps a reference: the creator's went with its node).
+  auto keeper = on(1).start({"hold", p.ref}, /*pipe_stdin=*/true);
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  ASSERT_TRUE(keeper->wait_for_line("HOLDING ", 60s).ok()) << keeper->output_text();
   kill_node(0);
   for (int host : {1, 2}) {
     EXPECT_EQ(on(host).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK " + std::to_string(kSize))

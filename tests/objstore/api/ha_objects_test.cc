@@ -3,6 +3,7 @@
 // nodes and the creator are killed with SIGKILL.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,7 +13,23 @@
 namespace halo::test {
 namespace {
 
-using HaObjects = LoopbackStoreCluster;
+class HaObjects : public LoopbackStoreCluster {
+ protected:
+  // A client on `node` that holds a reference to each of `refs` (without reading them) until
+  // it is destroyed. An HA object, like any other, lives while a reference to it does; a
+  // creator whose node died holds none any more, so tests that read after killing the
+  // creator's node keep one elsewhere, as a job's consumers would.
+  std::unique_ptr<ChildProcess> keep(int node, const std::vector<std::string>& refs) {
+    std::vector<std::string> args = {"hold"};
+    args.insert(args.end(), refs.begin(), refs.end());
+    auto keeper = on(node).start(std::move(args), /*pipe_stdin=*/true);
+    EXPECT_TRUE(keeper.ok()) << keeper.status();
+    if (!keeper.ok()) return nullptr;
+    auto holding = keeper->wait_for_line("HOLDING ", std::chrono::seconds(60));
+    EXPECT_TRUE(holding.ok()) << holding.status() << "\n" << keeper->output_text();
+    return std::make_unique<ChildProcess>(std::move(*keeper));
+  }
+};
 
 // Sizes that take each path: an arena object, one sent inline, one moved by RMA in chunks.
 const std::vector<uint64_t> kSizes = {100, 20000, 5ull << 20};
@@ -21,6 +38,7 @@ TEST_F(HaObjects, SurviveTheDeathOfTheirCreatorsNode) {
   start(3);
   std::vector<StoreClient::Put> puts;
   for (uint64_t size : kSizes) puts.push_back(on(0).put(size, size + 3, /*ha_copies=*/0));
+  auto keeper = keep(1, {puts[0].ref, puts[1].ref, puts[2].ref});
   (void)nodes_[0]->kill();
   // With two copies one of nodes 1 and 2 holds the other; the other node fetches from it.
   for (size_t i = 0; i < kSizes.size(); ++i) {
@@ -66,9 +84,47 @@ TEST_F(HaObjects, DroppingTheLastReferenceFreesEveryCopyAndTheDirectoryEntry) {
   EXPECT_EQ(line.rfind("LOST ", 0), 0u) << line;
 }
 
+// Node 0 creates the object and dies; node 1 or 2 (the surviving holder) restores the second
+// copy and counts the references from then on: the reader's on node 2 keeps the object, and
+// when it goes, every copy and the directory entry go too.
+TEST_F(HaObjects, AnObjectWhoseCreatorsNodeDiedIsFreedWithTheLastReferenceElsewhere) {
+  start(4);
+  constexpr uint64_t kSize = 4 << 20;
+  std::vector<uint64_t> empty;
+  for (int node = 0; node < 4; ++node) empty.push_back(on(node).usage().first);
+  StoreClient::Put p = on(0).put(kSize, 31, /*ha_copies=*/2);
+  auto keeper = on(2).start({"get", p.ref, p.sum, "30000", "hold"}, /*pipe_stdin=*/true);
+  ASSERT_TRUE(keeper.ok()) << keeper.status();
+  ASSERT_TRUE(keeper->wait_for_line("OK ", std::chrono::seconds(60)).ok()) << keeper->output_text();
+  (void)nodes_[0]->kill();
+  (void)p.holder->kill();
+  auto copies = [&] {
+    int n = 0;
+    for (int node = 1; node < 4; ++node) n += on(node).usage().first >= empty[node] + kSize;
+    return n;
+  };
+  // Back to two copies among nodes 1-3 (node 2 may hold a third, its reader's secondary one).
+  ASSERT_TRUE(wait_for([&] { return copies() >= 2; }, std::chrono::seconds(30)));
+  EXPECT_EQ(on(3).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK " + std::to_string(kSize));
+  keeper->close_stdin();  // The last reference anywhere.
+  for (int node = 1; node < 4; ++node) {
+    EXPECT_TRUE(
+        wait_for([&] { return on(node).usage().first == empty[node]; }, std::chrono::seconds(20)))
+        << "node " << node << " still uses " << on(node).usage().first - empty[node] << " bytes";
+  }
+  // Gone for good: a get is lost, or (on the node that owned it last) refused at once.
+  auto reader = on(1).start({"get", p.ref, p.sum, "10000"});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE(reader->wait(std::chrono::seconds(30)).ok());
+  const std::string out = reader->output_text();
+  EXPECT_TRUE(out.find("LOST ") != std::string::npos || out.find("was freed") != std::string::npos)
+      << out;
+}
+
 TEST_F(HaObjects, WithThreeCopiesSurviveTwoNodeDeaths) {
   start(3);
   StoreClient::Put p = on(0).put(2 << 20, 5, /*ha_copies=*/3);
+  auto keeper = keep(2, {p.ref});
   (void)nodes_[0]->kill();
   (void)nodes_[1]->kill();
   EXPECT_EQ(on(2).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK 2097152");
@@ -86,6 +142,7 @@ TEST_F(HaObjects, ALostCopyIsRestoredSoASecondNodeDeathLosesNothing) {
     if (holds_copy(node)) replica = node;
   }
   ASSERT_GE(replica, 1) << "no node took the second copy";
+  auto keeper = keep(replica == 1 ? 2 : 1, {p.ref});
   (void)nodes_[replica]->kill();
   // Once the GCS declares it DEAD, node 0 (the first surviving holder) copies the object to
   // one of the other two.
@@ -123,6 +180,7 @@ TEST_F(HaObjects, ANodeThatDiedIsPassedOverAndNeverCountedAsACopy) {
       << "the failed put's copy stays on node 1";
   StoreClient::Put p = on(0).put(1 << 20, 8, /*ha_copies=*/3);
   ASSERT_FALSE(p.ref.empty());
+  auto keeper = keep(1, {p.ref});
   (void)nodes_[0]->kill();
   // Nodes 1 and 2 hold the other two copies: each reads its own.
   for (int reader : {1, 2}) {
@@ -160,6 +218,7 @@ TEST_F(HaObjects, AReplicaThatHangsDuringAPutIsReplacedOnceDeclaredDead) {
   EXPECT_TRUE(wait_for([&] { return on(1).usage().first == empty[1]; }, std::chrono::seconds(20)))
       << "node 1 keeps " << on(1).usage().first - empty[1] << " bytes after it came back";
 
+  auto keeper = keep(3, {p.ref});
   (void)nodes_[0]->kill();
   for (int reader : {1, 2, 3}) {
     EXPECT_EQ(on(reader).run({"get", p.ref, p.sum, "30000"}, "OK "), "OK " + std::to_string(kSize))

@@ -23,6 +23,8 @@
 //   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
 //                                       its view, then reads the first again; prints
 //                                       "READ-ALL OK evictions=<n on this node>"
+//   objstore_tool hold REF...           takes a reference to each object (no read), prints
+//                                       "HOLDING <n>" and keeps them until its stdin closes
 //   objstore_tool produce COUNT SIZE SEED COPIES   HA-puts COUNT objects of SIZE bytes (seeds
 //                                       SEED, SEED+1, ...), printing "REF <ref hex> <checksum>"
 //                                       for each, then "PRODUCED <count>"; holds them until its
@@ -258,6 +260,16 @@ int run(int argc, char** argv) {
     }
     std::printf("READ-ALL OK evictions=%llu\n",
                 static_cast<unsigned long long>(halo::store_info().evictions));
+    return 0;
+  }
+  if (cmd == "hold" && argc >= 3) {
+    std::vector<halo::ObjectRef<std::vector<uint8_t>>> refs;
+    for (int i = 2; i < argc; ++i) {
+      refs.push_back(halo::ObjectRef<std::vector<uint8_t>>::from_hex(argv[i]));
+    }
+    std::printf("HOLDING %zu\n", refs.size());
+    std::fflush(stdout);
+    hold_until_stdin_closes();
     return 0;
   }
   if (cmd == "produce" && argc == 6) {

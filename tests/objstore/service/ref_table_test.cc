@@ -100,5 +100,41 @@ TEST(RefTable, RemovingAReferenceNeverHeldChangesNothing) {
   EXPECT_TRUE(refs.referenced(id));
 }
 
+const std::string kThird = "ucx://198.18.0.3:4000";
+
+// kOther owned an HA object and died; this node (kSelf) repaired it and takes over the count.
+TEST(RefTable, AnAdoptedObjectLivesWhileItsHolderOrABorrowerKeepsIt) {
+  RefTable refs(kSelf);
+  const ObjectId id = ObjectId::random();
+  ASSERT_TRUE(refs.add_refs(20, {{id, kOther}}).ok());  // A local client borrowed from kOther.
+  refs.adopt(id, 2);
+  const NodeId borrower = NodeId::random();
+  ASSERT_TRUE(refs.add_borrower(id, borrower).ok());  // Owned here now: borrowers count.
+  EXPECT_TRUE(refs.remove_refs(2, {id}).free.empty());
+  RefActions a = refs.remove_refs(20, {id});
+  EXPECT_TRUE(a.free.empty());
+  EXPECT_TRUE(a.unborrow.empty()) << "nothing to tell the dead owner";
+  EXPECT_TRUE(contains(refs.remove_borrower(id, borrower).free, id));
+  // Freed here, its new home: references with the old owner's address are refused too.
+  EXPECT_EQ(refs.add_refs(21, {{id, kOther}}).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(RefTable, OwnerMovedRedirectsBorrowsAndSaysWhetherClientsHereHoldIt) {
+  RefTable refs(kSelf);
+  const ObjectId held = ObjectId::random(), unheld = ObjectId::random();
+  ASSERT_TRUE(refs.add_refs(20, {{held, kOther}}).ok());
+  EXPECT_TRUE(refs.owner_moved(held, kThird));
+  EXPECT_FALSE(refs.owner_moved(unheld, kThird));
+  // The last reference unborrows from the new owner.
+  RefActions a = refs.remove_refs(20, {held});
+  ASSERT_EQ(a.unborrow.size(), 1u);
+  EXPECT_EQ(a.unborrow[0].owner_address, kThird);
+  // A reference taken later with the old owner's address borrows from the new one.
+  auto later = refs.add_refs(21, {{unheld, kOther}});
+  ASSERT_TRUE(later.ok());
+  ASSERT_EQ(later->borrow.size(), 1u);
+  EXPECT_EQ(later->borrow[0].owner_address, kThird);
+}
+
 }  // namespace
 }  // namespace halo::objstore
