@@ -11,3 +11,13 @@ function(halo_gtest_discover target labels timeout)
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES
     ${CMAKE_CURRENT_BINARY_DIR}/${target}_labels.cmake)
 endfunction()
+
+# halo_tests_resource_lock(TARGET LOCK): the cases of a GoogleTest binary registered with
+# halo_gtest_discover never run at the same time as any other test holding LOCK (ctest -j):
+# for tests that use a machine-wide resource, such as the one local Slurm cluster.
+function(halo_tests_resource_lock target lock)
+  file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/${target}_lock.cmake
+    "set_tests_properties(\${${target}_list} PROPERTIES RESOURCE_LOCK \"${lock}\")\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES
+    ${CMAKE_CURRENT_BINARY_DIR}/${target}_lock.cmake)
+endfunction()

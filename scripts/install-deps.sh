@@ -36,6 +36,9 @@ packages=(
   iproute2 util-linux procps
   # checks and scripts
   clang-format python3 jq
+  # the local Slurm cluster of the launch tests (slurm/local-slurm.sh): controller, node
+  # daemons, client commands, authentication
+  slurmctld slurmd slurm-client munge
 )
 
 # hwloc's command-line tools (lstopo, hwloc-bind): the -nox build has the same tools without
@@ -77,6 +80,15 @@ else
 fi
 
 echo "install-deps: installing ${missing[*]}"
+# Debian starts the daemons of packages it installs (munge, slurmctld, slurmd) at once; the
+# tests start their own, with their own configuration. A policy-rc.d that says "no" for the
+# length of the install keeps the packages from starting theirs.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e "$policy" ]]; then
+  printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+  "${as_root[@]}" chmod 755 "$policy"
+  trap '"${as_root[@]}" rm -f "$policy"' EXIT
+fi
 # Wait for a concurrent apt/dpkg run (another build on this machine) instead of failing.
 apt_install=("${as_root[@]}" apt-get install -y --no-install-recommends
   -o DPkg::Lock::Timeout=600 "${missing[@]}")
