@@ -15,15 +15,27 @@
 
 namespace {
 
-void add_cluster_options(CLI::App* command, halo::launcher::cli::ClusterOptions& o, bool address) {
+// `from_env`: --address and --secret-file default to $HALO_ADDRESS and $HALO_SECRET_FILE, as
+// for the cluster's client programs (not for `halo start`, where they say what to join).
+void add_cluster_options(CLI::App* command, halo::launcher::cli::ClusterOptions& o, bool address,
+                         bool from_env = true) {
   command->add_option("--session-dir", o.session_dir,
                       "session folder (default: session_latest in $HALO_TEMP_DIR or /tmp/halo)");
+  // An option whose default is the session's `what`, or first the variable `env`.
+  auto session_default = [&](const char* name, std::string& value, const std::string& help,
+                             const std::string& what, const char* env) {
+    const std::string default_text =
+        from_env ? halo::str_cat("$", env, ", else the session's ", what) : "the session's " + what;
+    CLI::Option* option =
+        command->add_option(name, value, halo::str_cat(help, " (default: ", default_text, ")"));
+    if (from_env) option->envname(env);
+  };
   if (address) {
-    command->add_option("--address", o.address,
-                        "GCS address, HOST:PORT or ucx://HOST:PORT (default: the session's)");
+    session_default("--address", o.address, "GCS address, HOST:PORT or ucx://HOST:PORT",
+                    "gcs_address", "HALO_ADDRESS");
   }
-  command->add_option("--secret-file", o.secret_file,
-                      "cluster secret file, mode 0600 (default: the session's cluster_secret)");
+  session_default("--secret-file", o.secret_file, "cluster secret file, mode 0600",
+                  "cluster_secret", "HALO_SECRET_FILE");
   command->add_option("--transport", o.transport, "transport: ucx or ofi")->capture_default_str();
   command
       ->add_option("--timeout-s", o.timeout_s,
@@ -41,7 +53,7 @@ int main(int argc, char** argv) {
   StartOptions start;
   CLI::App* start_cmd = app.add_subcommand(
       "start", "start a cluster's head (--head) or a node that joins one (--address)");
-  add_cluster_options(start_cmd, start.cluster, true);
+  add_cluster_options(start_cmd, start.cluster, true, /*from_env=*/false);
   start_cmd->add_flag("--head", start.head, "start the GCS and one node on this machine");
   start_cmd->add_option("--host", start.host, "address the daemons listen on")
       ->capture_default_str();

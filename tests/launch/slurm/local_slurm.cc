@@ -63,12 +63,25 @@ StatusOr<std::unique_ptr<LocalSlurm>> LocalSlurm::start(int nodes) {
 
 LocalSlurm::~LocalSlurm() { (void)stop(); }
 
-StatusOr<LocalSlurm::Result> LocalSlurm::run(std::vector<std::string> argv,
-                                             std::chrono::steady_clock::duration timeout) const {
+ChildOptions LocalSlurm::options(std::vector<std::string> env) const {
   ChildOptions options;
-  options.env = {"SLURM_CONF=" + slurm_conf()};
+  options.env = std::move(env);
+  options.env.push_back("SLURM_CONF=" + slurm_conf());
   options.working_dir = work_.path();
-  return run_to_end(std::move(argv), std::move(options), timeout);
+  return options;
+}
+
+StatusOr<LocalSlurm::Result> LocalSlurm::run(std::vector<std::string> argv,
+                                             std::chrono::steady_clock::duration timeout,
+                                             std::vector<std::string> env) const {
+  return run_to_end(std::move(argv), options(std::move(env)), timeout);
+}
+
+StatusOr<ChildProcess> LocalSlurm::spawn(std::vector<std::string> argv,
+                                         std::vector<std::string> env) const {
+  ChildOptions o = options(std::move(env));
+  o.stderr_mode = ChildOptions::Stderr::kMergeWithStdout;
+  return ChildProcess::spawn(std::move(argv), std::move(o));
 }
 
 Status LocalSlurm::stop() {

@@ -29,14 +29,18 @@ class LocalSlurm {
   LocalSlurm(const LocalSlurm&) = delete;
   LocalSlurm& operator=(const LocalSlurm&) = delete;
 
-  // Runs a Slurm client command (sbatch, srun, sinfo, ...) against this cluster to its end:
-  // its exit status and everything it printed (standard error included).
+  // Runs a Slurm client command (sbatch, srun, sinfo, ...) against this cluster to its end,
+  // with `env` ("NAME=value") added to its environment (jobs inherit it): its exit status and
+  // everything it printed (standard error included).
   struct Result {
     ExitStatus exit;
     std::string output;
   };
-  StatusOr<Result> run(std::vector<std::string> argv,
-                       std::chrono::steady_clock::duration timeout) const;
+  StatusOr<Result> run(std::vector<std::string> argv, std::chrono::steady_clock::duration timeout,
+                       std::vector<std::string> env = {}) const;
+  // The same, started and left running: for several jobs at once.
+  StatusOr<ChildProcess> spawn(std::vector<std::string> argv,
+                               std::vector<std::string> env = {}) const;
 
   // Stops every daemon and removes the cluster's folder and its /etc/hosts line. Idempotent.
   Status stop();
@@ -48,6 +52,7 @@ class LocalSlurm {
 
  private:
   LocalSlurm() = default;
+  ChildOptions options(std::vector<std::string> env) const;
   TempDir work_;
   std::string dir_;
   bool running_ = false;

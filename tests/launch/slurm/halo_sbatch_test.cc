@@ -1,0 +1,102 @@
+// halo under Slurm (slurm/halo.sbatch, slurm/halo-slurm-node.sh, docs/slurm.md) on the local
+// Slurm cluster of three nodes: `sbatch slurm/halo.sbatch DRIVER` starts one halo-node per
+// allocated node and the GCS on the first, runs the driver once all are ALIVE, and stops
+// everything when it ends. The driver (move_objects_driver.sh) sees 3 ALIVE nodes and moves
+// objects between every pair of them. Two such jobs at once on the same nodes do not clash
+// (free ports and a folder per job). After a job, no halo process and no job folder remain.
+// Labels "launch;slurm".
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/launch/slurm/local_slurm.h"
+
+namespace halo::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class HaloOnSlurm : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto slurm = LocalSlurm::start(3);
+    ASSERT_TRUE(slurm.ok()) << slurm.status();
+    slurm_ = *std::move(slurm);
+  }
+
+  // sbatch --wait of the template with the test driver; "-o" names the job's output file.
+  std::vector<std::string> sbatch(const std::string& output) const {
+    return {"sbatch",
+            "--wait",
+            "--nodes=3",
+            "-o",
+            output,
+            HALO_SBATCH_TEMPLATE,
+            HALO_MOVE_OBJECTS_DRIVER};
+  }
+  std::vector<std::string> env() const {
+    return {"HALO_BIN_DIR=" HALO_BIN_DIR, "HALO_SLURM_NODE=" HALO_SLURM_NODE_TASK,
+            "HALO_OBJSTORE_TOOL=" HALO_OBJSTORE_TOOL_PATH,
+            // Three stores on one machine: small ones.
+            "HALO_OBJECT_STORE_MEMORY=67108864"};
+  }
+  std::string job_output(const std::string& name) const {
+    return read_file(slurm_->work_dir() + "/" + name);
+  }
+  static std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  // Processes whose command line names `text` (pgrep -f), one per line.
+  static std::string processes_naming(const std::string& text) {
+    auto ps = ChildProcess::spawn({"pgrep", "-a", "-f", text});
+    if (!ps.ok()) return ps.status().to_string();
+    (void)ps->wait(10s);
+    return ps->output_text();
+  }
+
+  std::unique_ptr<LocalSlurm> slurm_;
+};
+
+TEST_F(HaloOnSlurm, AJobStartsANodeOnEachAllocatedNodeAndItsDriverMovesObjectsBetweenAll) {
+  auto job = slurm_->run(sbatch("job.out"), 180s, env());
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string out = job_output("job.out");
+  EXPECT_TRUE(job->exit.success()) << job->output << "\n" << out;
+  EXPECT_NE(out.find("ALIVE 3"), std::string::npos) << out;
+  for (const char* pair : {"n1 -> n2: OK", "n1 -> n3: OK", "n2 -> n1: OK", "n2 -> n3: OK",
+                           "n3 -> n1: OK", "n3 -> n2: OK"}) {
+    EXPECT_NE(out.find(pair), std::string::npos) << pair << " in:\n" << out;
+  }
+  EXPECT_NE(out.find("MOVED 3"), std::string::npos) << out;
+  // Nothing of the job is left: no daemon, no job folder.
+  EXPECT_EQ(processes_naming(slurm_->work_dir() + "/.halo"), "");
+  EXPECT_FALSE(std::filesystem::exists(slurm_->work_dir() + "/.halo"));
+}
+
+TEST_F(HaloOnSlurm, TwoJobsAtOnceOnTheSameNodesDoNotClash) {
+  auto first = slurm_->spawn(sbatch("first.out"), env());
+  auto second = slurm_->spawn(sbatch("second.out"), env());
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  for (auto& [job, name] : {std::pair{&*first, std::string("first.out")},
+                            std::pair{&*second, std::string("second.out")}}) {
+    auto exit = job->wait(180s);
+    ASSERT_TRUE(exit.ok()) << exit.status();
+    const std::string out = job_output(name);
+    EXPECT_TRUE(exit->success()) << job->output_text() << "\n" << out;
+    EXPECT_NE(out.find("MOVED 3"), std::string::npos) << name << ":\n" << out;
+  }
+  EXPECT_EQ(processes_naming(slurm_->work_dir() + "/.halo"), "");
+}
+
+}  // namespace
+}  // namespace halo::test
