@@ -59,7 +59,7 @@ if [[ "$SLURM_NODEID" == 0 ]]; then
   gcs_pid=$!
 fi
 
-# The GCS's address, once it serves: poll with backoff (10 ms doubling to 500 ms).
+# The GCS's address, once it serves: poll with backoff (10 ms doubling to 100 ms).
 deadline=$((SECONDS + ${HALO_SLURM_GCS_WAIT_S:-60}))
 delay_ms=10
 until [[ -s "$job_dir/gcs.address" && -s "$job_dir/cluster_secret" ]]; do
@@ -69,7 +69,7 @@ until [[ -s "$job_dir/gcs.address" && -s "$job_dir/cluster_secret" ]]; do
   ((SECONDS < deadline)) ||
     fail "no GCS address in $job_dir/gcs.address after ${HALO_SLURM_GCS_WAIT_S:-60} s; see $job_dir/gcs.log on the job's first node"
   sleep "$(printf '0.%03d' "$delay_ms")"
-  delay_ms=$((delay_ms * 2 > 500 ? 500 : delay_ms * 2))
+  delay_ms=$((delay_ms * 2 > 100 ? 100 : delay_ms * 2))
 done
 
 # Resources from the allocation, not the whole machine: its CPUs, and its memory when the job
@@ -82,8 +82,10 @@ memory_bytes=-1
   --memory_bytes="$memory_bytes" --labels="slurm_node=$node" \
   >>"$job_dir/node-$node.log" 2>&1 &
 node_pid=$!
-# Until the step is cancelled (the trap stops the daemons), or a daemon exits on its own.
-wait -n
-status=$?
+# Until the step is cancelled (the trap stops the daemons), or a daemon exits on its own. A
+# daemon that dies ends this task with success: the rest of the step (and the cluster, which
+# has declared the node dead) goes on; srun --kill-on-bad-exit would take it all down.
+status=0
+wait -n || status=$?
 echo "halo-slurm-node[$node]: a daemon exited ($status); see $job_dir/node-$node.log" >&2
 stop_daemons

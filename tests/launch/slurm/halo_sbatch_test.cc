@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -31,14 +32,17 @@ class HaloOnSlurm : public ::testing::Test {
   }
 
   // sbatch --wait of the template with the test driver; "-o" names the job's output file.
-  std::vector<std::string> sbatch(const std::string& output) const {
-    return {"sbatch",
-            "--wait",
-            "--nodes=3",
-            "-o",
-            output,
-            HALO_SBATCH_TEMPLATE,
-            HALO_MOVE_OBJECTS_DRIVER};
+  std::vector<std::string> sbatch(const std::string& output,
+                                  std::vector<std::string> driver_args = {}) const {
+    std::vector<std::string> argv = {"sbatch",
+                                     "--wait",
+                                     "--nodes=3",
+                                     "-o",
+                                     output,
+                                     HALO_SBATCH_TEMPLATE,
+                                     HALO_MOVE_OBJECTS_DRIVER};
+    argv.insert(argv.end(), driver_args.begin(), driver_args.end());
+    return argv;
   }
   std::vector<std::string> env() const {
     return {"HALO_BIN_DIR=" HALO_BIN_DIR, "HALO_SLURM_NODE=" HALO_SLURM_NODE_TASK,
@@ -96,6 +100,44 @@ TEST_F(HaloOnSlurm, TwoJobsAtOnceOnTheSameNodesDoNotClash) {
     EXPECT_NE(out.find("MOVED 3"), std::string::npos) << name << ":\n" << out;
   }
   EXPECT_EQ(processes_naming(slurm_->work_dir() + "/.halo"), "");
+}
+
+// halo's health checks (period 200 ms, 3 misses, 200 ms timeout: DEAD within 800 ms) see a
+// halo-node SIGKILLed mid-job long before Slurm would (SlurmdTimeout=5 here, 300 s by
+// default), and the job goes on with the other two nodes.
+TEST_F(HaloOnSlurm, ANodeDaemonKilledMidJobIsDeclaredDeadFastAndTheJobGoesOn) {
+  std::vector<std::string> e = env();
+  e.insert(e.end(), {"HALO_HEALTH_CHECK_INITIAL_DELAY_MS=200", "HALO_HEALTH_CHECK_PERIOD_MS=200",
+                     "HALO_HEALTH_CHECK_TIMEOUT_MS=200", "HALO_HEALTH_CHECK_FAILURE_THRESHOLD=3"});
+  auto job = slurm_->run(sbatch("job.out", {"--kill", "n3"}), 180s, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string out = job_output("job.out");
+  EXPECT_TRUE(job->exit.success()) << job->output << "\n" << out;
+  const size_t at = out.find("DEAD_AFTER_MS ");
+  ASSERT_NE(at, std::string::npos) << out;
+  std::cerr << out.substr(at, out.find('\n', at) - at) << " (SIGKILL to DEAD in halo status)\n";
+  EXPECT_LT(std::stoi(out.substr(at + 14)), 5000) << "slower than Slurm's own detection:\n" << out;
+  EXPECT_NE(out.find("n1 -> n2: OK"), std::string::npos) << out;
+  EXPECT_NE(out.find("n2 -> n1: OK"), std::string::npos) << out;
+  EXPECT_NE(out.find("MOVED 2"), std::string::npos) << out;
+  EXPECT_EQ(processes_naming(slurm_->work_dir() + "/.halo"), "");
+}
+
+// A launch that cannot work fails at once and says what to fix.
+TEST_F(HaloOnSlurm, ALaunchWithoutTheDaemonsFailsFastSayingWhatToSet) {
+  std::vector<std::string> e = env();
+  for (std::string& var : e) {
+    if (var.rfind("HALO_BIN_DIR=", 0) == 0) var = "HALO_BIN_DIR=/nonexistent/halo/bin";
+  }
+  const auto started = std::chrono::steady_clock::now();
+  auto job = slurm_->run(sbatch("job.out"), 180s, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_FALSE(job->exit.success());
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 60s);
+  const std::string out = job_output("job.out");
+  EXPECT_NE(out.find("not found in '/nonexistent/halo/bin': set HALO_BIN_DIR"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("0 of 3 halo nodes came up"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Launch benchmarks (issue 6, ../shared/BENCH.md): build/bench/launch.json.
+
+  cluster_start_seconds
+                   from `sbatch slurm/halo.sbatch DRIVER` (3 nodes) to the driver running, which
+                   the template starts once every halo node is ALIVE: the time halo's cluster
+                   takes to come up inside a fresh job, scheduling included. The driver only
+                   writes the time (CLOCK_REALTIME, as the script reads it) to a file. Against
+                   the time Slurm itself takes to run an empty 3-node step (`srun -N3 true`) in
+                   the same run. Ratio = peer / halo (target >= 0.5: halo's start at most twice
+                   an empty step). Each halo job starts after the queue is empty again.
+
+  mpirun_start_seconds is not measured yet: the mpirun launch is not built.
+
+Runs on its own local Slurm cluster of three nodes (slurm/local-slurm.sh, started and stopped
+here; needs root and the Slurm packages of scripts/install-deps.sh). Pairs alternate: one
+halo job, then one empty step.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pairwise  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NODES = 3
+
+
+def log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+class MeasurementError(Exception):
+    pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("BUILD_DIR", "build"))
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    out = args.out or os.path.join(build, "bench", "launch.json")
+    work = tempfile.mkdtemp(prefix="halo-launch-bench-")
+    cluster = os.path.join(work, "slurm")
+    env = dict(os.environ)
+    env.update({"SLURM_CONF": os.path.join(cluster, "slurm.conf"),
+                "HALO_BIN_DIR": os.path.join(build, "bin"),
+                "HALO_SLURM_NODE": os.path.join(ROOT, "slurm", "halo-slurm-node.sh"),
+                # Three stores on one machine: small ones, quick to pre-fault.
+                "HALO_OBJECT_STORE_MEMORY": str(64 << 20)})
+    script = os.path.join(ROOT, "slurm", "local-slurm.sh")
+    subprocess.run(["bash", script, "start", cluster, str(NODES)], check=True)
+    try:
+        driver = os.path.join(work, "started.sh")
+        with open(driver, "w") as f:
+            f.write("#!/bin/sh\ndate +%s.%N > \"$1\"\n")
+        os.chmod(driver, 0o755)
+
+        def wait_for_empty_queue(deadline):
+            """Until the last job has ended, so that the next one starts on idle nodes."""
+            while subprocess.run(["squeue", "--noheader"], env=env, capture_output=True,
+                                 text=True).stdout.strip():
+                if time.monotonic() > deadline:
+                    raise MeasurementError(f"a job did not end; see {work}")
+                time.sleep(0.01)
+
+        def halo_run():
+            stamp = os.path.join(work, f"started-{time.monotonic_ns()}")
+            t0 = time.time()
+            subprocess.run(["sbatch", "--parsable", f"--nodes={NODES}",
+                            "-o", os.path.join(work, "job-%j.out"),
+                            os.path.join(ROOT, "slurm", "halo.sbatch"), driver, stamp],
+                           env=env, cwd=work, check=True, capture_output=True)
+            deadline = time.monotonic() + 120
+            while not (os.path.exists(stamp) and os.path.getsize(stamp) > 0):
+                if time.monotonic() > deadline:
+                    raise MeasurementError(f"the halo job did not start its driver in 120 s; "
+                                           f"see {work}")
+                time.sleep(0.002)
+            with open(stamp) as f:
+                started = float(f.read())
+            wait_for_empty_queue(deadline)
+            return started - t0
+
+        def peer_run():
+            t0 = time.monotonic()
+            subprocess.run(["srun", f"--nodes={NODES}", "--ntasks-per-node=1", "true"],
+                           env=env, cwd=work, check=True)
+            return time.monotonic() - t0
+
+        log(f"cluster_start_seconds: {args.pairs} pairs, {NODES} nodes")
+        record = pairwise.point("cluster_start_seconds", halo_run, peer_run, args.pairs, "s",
+                                False, "srun -N3 true (an empty 3-node step)", backend="ucx",
+                                transport="tcp-loopback", nodes=NODES)
+        pairwise.write_records(out, [record])
+        print(f"{'metric':<24} {'halo s':>8} {'peer s':>8} {'ratio':>6} {'min-max':>11}")
+        print(f"{record['metric']:<24} {record['halo']:>8.3f} {record['peer']:>8.3f} "
+              f"{record['ratio']:>6.3f} {record['ratio_min']:.2f}-{record['ratio_max']:.2f}")
+        print(f"\nwrote {out}")
+    finally:
+        subprocess.run(["bash", script, "stop", cluster])
+        subprocess.run(["rm", "-rf", work])
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (MeasurementError, subprocess.CalledProcessError) as e:
+        log(f"compare_launch: {e}")
+        sys.exit(1)
