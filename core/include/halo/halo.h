@@ -51,7 +51,7 @@ bool is_initialized();
 struct PutOptions {
   // How long a put waits for room when the store is full now, and (with `ha`) how long the
   // copies may take; default InitOptions::put_timeout.
-  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<std::chrono::milliseconds> timeout = std::nullopt;
   // High availability (docs/objstore.md, "HA objects"): the put returns once primary copies
   // of the object are sealed on `num_primary_copies` nodes in all (different failure domains
   // where nodes have them), written there by RDMA puts, and recorded in the GCS. The object

@@ -1,5 +1,7 @@
 #include "ofi/ofi_domain.h"
 
+#include "ofi/ofi_library.h"
+
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 
@@ -24,12 +26,12 @@ std::string scheme_for(const std::string& provider) {
 }
 
 struct InfoDeleter {
-  void operator()(fi_info* info) const { fi_freeinfo(info); }
+  void operator()(fi_info* info) const { OfiLibrary::api().freeinfo(info); }
 };
 using InfoPtr = std::unique_ptr<fi_info, InfoDeleter>;
 
 InfoPtr make_hints(const std::string& provider, bool resource_management) {
-  InfoPtr hints(fi_allocinfo());
+  InfoPtr hints(OfiLibrary::api().dupinfo(nullptr));  // fi_allocinfo()
   if (!hints) return hints;
   hints->ep_attr->type = FI_EP_RDM;
   hints->caps = FI_MSG | FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
@@ -52,7 +54,7 @@ InfoPtr make_hints(const std::string& provider, bool resource_management) {
 
 std::string fi_error_text(std::string_view call, int ret) {
   const int err = ret < 0 ? -ret : ret;
-  return str_cat(call, ": ", fi_strerror(err), " (", ret, ")");
+  return str_cat(call, ": ", OfiLibrary::api().strerror(err), " (", ret, ")");
 }
 
 Status fi_status(std::string_view call, int ret) {
@@ -96,13 +98,14 @@ Status fi_status(std::string_view call, int ret) {
 }
 
 StatusOr<std::shared_ptr<OfiDomain>> OfiDomain::open(const TransportConfig& config) {
+  HALO_ASSIGN_OR_RETURN(const OfiLibrary* fi, OfiLibrary::get());
   const std::string provider = provider_for(config.ofi_provider);
   fi_info* list = nullptr;
   int ret = -FI_ENODATA;
   for (bool resource_management : {true, false}) {
     InfoPtr hints = make_hints(provider, resource_management);
     if (!hints) return resource_exhausted_error("fi_allocinfo: out of memory");
-    ret = fi_getinfo(kFiVersion, nullptr, nullptr, 0, hints.get(), &list);
+    ret = fi->getinfo(kFiVersion, nullptr, nullptr, 0, hints.get(), &list);
     if (ret == 0) break;
   }
   if (ret != 0) {
@@ -122,11 +125,11 @@ StatusOr<std::shared_ptr<OfiDomain>> OfiDomain::open(const TransportConfig& conf
     }
   }
   std::shared_ptr<OfiDomain> d(new OfiDomain());
-  d->info_ = fi_dupinfo(chosen);
+  d->info_ = fi->dupinfo(chosen);
   if (d->info_ == nullptr) return resource_exhausted_error("fi_dupinfo: out of memory");
   d->provider_ = chosen->fabric_attr->prov_name ? chosen->fabric_attr->prov_name : provider;
   d->scheme_ = scheme_for(provider);
-  ret = fi_fabric(d->info_->fabric_attr, &d->fabric_, nullptr);
+  ret = fi->fabric(d->info_->fabric_attr, &d->fabric_, nullptr);
   if (ret != 0) return fi_status("fi_fabric", ret).with_context("opening libfabric " + provider);
   ret = fi_domain(d->fabric_, d->info_, &d->domain_, nullptr);
   if (ret != 0) return fi_status("fi_domain", ret).with_context("opening libfabric " + provider);
@@ -136,7 +139,7 @@ StatusOr<std::shared_ptr<OfiDomain>> OfiDomain::open(const TransportConfig& conf
 OfiDomain::~OfiDomain() {
   if (domain_ != nullptr) fi_close(&domain_->fid);
   if (fabric_ != nullptr) fi_close(&fabric_->fid);
-  if (info_ != nullptr) fi_freeinfo(info_);
+  if (info_ != nullptr) OfiLibrary::api().freeinfo(info_);
 }
 
 StatusOr<fid_mr*> OfiDomain::register_buffer(void* data, size_t size, fid_ep* ep) {

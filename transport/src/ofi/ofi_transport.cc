@@ -16,6 +16,7 @@
 #include "backends.h"
 #include "ofi/ofi_address.h"
 #include "ofi/ofi_endpoint.h"
+#include "ofi/ofi_library.h"
 #include "ofi/ofi_memory_region.h"
 
 namespace halo::transport::internal {
@@ -54,7 +55,7 @@ constexpr auto kShmPeerWatchPeriod = std::chrono::milliseconds(100);
 std::atomic<uint64_t> shm_name_counter{0};
 
 struct InfoDeleter {
-  void operator()(fi_info* info) const { fi_freeinfo(info); }
+  void operator()(fi_info* info) const { OfiLibrary::api().freeinfo(info); }
 };
 
 constexpr size_t kFlushScratchBytes = 64;
@@ -283,7 +284,7 @@ std::string OfiTransport::raw_address() const {
 
 Status OfiTransport::open_endpoint(const std::string& source) {
   const fi_info& base = domain_->info();
-  std::unique_ptr<fi_info, InfoDeleter> info(fi_dupinfo(&base));
+  std::unique_ptr<fi_info, InfoDeleter> info(OfiLibrary::api().dupinfo(&base));
   if (!info) return resource_exhausted_error("fi_dupinfo: out of memory");
   const std::string where =
       source.empty()
