@@ -64,7 +64,8 @@ deadline=$((SECONDS + ${HALO_SLURM_GCS_WAIT_S:-60}))
 delay_ms=10
 until [[ -s "$job_dir/gcs.address" && -s "$job_dir/cluster_secret" ]]; do
   if [[ -n "$gcs_pid" ]] && ! kill -0 "$gcs_pid" 2>/dev/null; then
-    fail "halo-gcs exited while starting; see $job_dir/gcs.log"
+    fail "halo-gcs exited while starting; the end of $job_dir/gcs.log:
+$(tail -n 5 "$job_dir/gcs.log")"
   fi
   ((SECONDS < deadline)) ||
     fail "no GCS address in $job_dir/gcs.address after ${HALO_SLURM_GCS_WAIT_S:-60} s; see $job_dir/gcs.log on the job's first node"

@@ -81,9 +81,22 @@ TEST_F(HaloOnSlurm, AJobStartsANodeOnEachAllocatedNodeAndItsDriverMovesObjectsBe
     EXPECT_NE(out.find(pair), std::string::npos) << pair << " in:\n" << out;
   }
   EXPECT_NE(out.find("MOVED 3"), std::string::npos) << out;
-  // Nothing of the job is left: no daemon, no job folder.
+  // Nothing of the job is left: no daemon, no job folder, no shared memory of its daemons
+  // (named with their process ids, as halo's libfabric regions are).
   EXPECT_EQ(processes_naming(slurm_->work_dir() + "/.halo"), "");
   EXPECT_FALSE(std::filesystem::exists(slurm_->work_dir() + "/.halo"));
+  const size_t at = out.find("DAEMON_PIDS ");
+  ASSERT_NE(at, std::string::npos) << out;
+  std::istringstream pids(out.substr(at + 12, out.find('\n', at) - at - 12));
+  int count = 0;
+  for (std::string pid; pids >> pid; ++count) {
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+      const std::string name = entry.path().filename().string();
+      EXPECT_EQ(name.find("." + pid + "."), std::string::npos)
+          << "/dev/shm/" << name << " left by node daemon " << pid;
+    }
+  }
+  EXPECT_EQ(count, 3) << out;
 }
 
 TEST_F(HaloOnSlurm, TwoJobsAtOnceOnTheSameNodesDoNotClash) {
@@ -138,6 +151,24 @@ TEST_F(HaloOnSlurm, ALaunchWithoutTheDaemonsFailsFastSayingWhatToSet) {
   EXPECT_NE(out.find("not found in '/nonexistent/halo/bin': set HALO_BIN_DIR"), std::string::npos)
       << out;
   EXPECT_NE(out.find("0 of 3 halo nodes came up"), std::string::npos) << out;
+}
+
+// A GCS that refuses to start (a bad knob) ends the job at once, and the job's output carries
+// the GCS's own words, so that the user sees what to fix without opening the logs.
+TEST_F(HaloOnSlurm, AGcsThatCannotStartFailsTheJobFastWithItsReason) {
+  std::vector<std::string> e = env();
+  e.push_back("HALO_HEALTH_CHECK_PERIOD_MS=0");
+  const auto started = std::chrono::steady_clock::now();
+  auto job = slurm_->run(sbatch("job.out"), 180s, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_FALSE(job->exit.success());
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 60s);
+  const std::string out = job_output("job.out");
+  EXPECT_NE(out.find("halo-gcs exited while starting"), std::string::npos) << out;
+  EXPECT_NE(out.find("health_check_period_ms and health_check_timeout_ms must be > 0"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(processes_naming(slurm_->work_dir() + "/.halo"), "");
 }
 
 }  // namespace

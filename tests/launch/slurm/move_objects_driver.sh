@@ -15,6 +15,8 @@ count=$(wc -w <<<"$nodes")
 alive=$(halo_status_json=$("$HALO_BIN_DIR/halo" status --json) &&
   jq '[.nodes[] | select(.state == "ALIVE")] | length' <<<"$halo_status_json")
 echo "ALIVE $alive"
+# The node daemons' process ids, for the test's check that they leave nothing in /dev/shm.
+echo "DAEMON_PIDS $(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$HALO_JOB_DIR"/node-*.json | tr '\n' ' ')"
 ((alive == count)) || { echo "expected $count ALIVE nodes" >&2; exit 1; }
 
 victim=""
