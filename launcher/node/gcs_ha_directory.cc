@@ -1,5 +1,6 @@
 #include "launcher/node/gcs_ha_directory.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <utility>
 
@@ -61,29 +62,52 @@ void GcsHaDirectory::run() {
   }
 }
 
-StatusOr<gcs::proto::GetNodesResponse> GcsHaDirectory::nodes() {
-  return client_.call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
+std::optional<std::vector<gcs::proto::NodeInfo>> GcsHaDirectory::cached_nodes() const {
+  std::lock_guard lock(table_mu_);
+  if (!table_ready_) return std::nullopt;
+  std::vector<gcs::proto::NodeInfo> rows;
+  rows.reserve(table_.size());
+  for (const auto& [id, row] : table_) rows.push_back(row);
+  return rows;
+}
+
+StatusOr<std::vector<gcs::proto::NodeInfo>> GcsHaDirectory::nodes() {
+  if (auto cached = cached_nodes()) return *std::move(cached);
+  auto table = client_.call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
       "gcs.get_nodes", gcs::proto::GetNodesRequest(), call_timeout_);
+  if (!table.ok()) return table.status();
+  return std::vector<gcs::proto::NodeInfo>(table->nodes().begin(), table->nodes().end());
+}
+
+objstore::HaDirectory::Candidates GcsHaDirectory::candidates_in(
+    const std::vector<gcs::proto::NodeInfo>& table) const {
+  Candidates found;
+  found.own_failure_domain = own_failure_domain_;
+  for (const gcs::proto::NodeInfo& node : table) {
+    if (node.state() != gcs::proto::ALIVE || node.address().empty()) continue;
+    auto id = NodeId::from_binary(node.node_id());
+    if (!id.ok() || *id == self_) continue;
+    auto domain = node.labels().find("failure_domain");
+    found.nodes.push_back(objstore::HaCandidate{
+        *id, node.address(), domain == node.labels().end() ? "" : domain->second});
+  }
+  // The table's order is a hash map's: sort, so that order_for_copies sees a stable order.
+  std::sort(found.nodes.begin(), found.nodes.end(),
+            [](const auto& a, const auto& b) { return a.node < b.node; });
+  return found;
 }
 
 Status GcsHaDirectory::admit_copy() { return admit_(); }
 
 void GcsHaDirectory::candidates(std::function<void(StatusOr<Candidates>)> done) {
+  // From the subscription's copy of the node table, at once: an HA put makes no GCS call to
+  // choose its nodes.
+  if (auto cached = cached_nodes()) return done(candidates_in(*cached));
   enqueue(
       [this, done] {
         auto table = nodes();
         if (!table.ok()) return done(table.status());
-        Candidates found;
-        found.own_failure_domain = own_failure_domain_;
-        for (const gcs::proto::NodeInfo& node : table->nodes()) {
-          if (node.state() != gcs::proto::ALIVE || node.address().empty()) continue;
-          auto id = NodeId::from_binary(node.node_id());
-          if (!id.ok() || *id == self_) continue;
-          auto domain = node.labels().find("failure_domain");
-          found.nodes.push_back(objstore::HaCandidate{
-              *id, node.address(), domain == node.labels().end() ? "" : domain->second});
-        }
-        done(std::move(found));
+        done(candidates_in(*table));
       },
       [done] { done(stopped_error()); });
 }
@@ -133,7 +157,7 @@ void GcsHaDirectory::lookup(const ObjectId& id,
         auto table = nodes();
         if (!table.ok()) return done(table.status());
         std::unordered_map<std::string, const gcs::proto::NodeInfo*> by_id;
-        for (const gcs::proto::NodeInfo& node : table->nodes()) by_id[node.node_id()] = &node;
+        for (const gcs::proto::NodeInfo& node : *table) by_id[node.node_id()] = &node;
         const gcs::proto::HaObjectInfo& info = object->object();
         objstore::HaRecord record;
         record.size = info.size();
@@ -159,14 +183,23 @@ void GcsHaDirectory::lookup(const ObjectId& id,
 
 void GcsHaDirectory::on_node_dead(
     std::function<void(const NodeId&, const std::string& address)> listener) {
-  subscription_ = client_.subscribe_nodes([listener](const gcs::proto::PollResponse& response) {
-    for (const gcs::proto::NodeChange& change : response.node_changes()) {
-      if (change.node().state() != gcs::proto::DEAD) continue;
-      if (auto id = NodeId::from_binary(change.node().node_id()); id.ok()) {
-        listener(*id, change.node().address());
-      }
-    }
-  });
+  subscription_ =
+      client_.subscribe_nodes([this, listener](const gcs::proto::PollResponse& response) {
+        {
+          std::lock_guard lock(table_mu_);
+          if (response.resync()) table_.clear();
+          for (const gcs::proto::NodeChange& change : response.node_changes()) {
+            table_[change.node().node_id()] = change.node();
+          }
+          table_ready_ = true;
+        }
+        for (const gcs::proto::NodeChange& change : response.node_changes()) {
+          if (change.node().state() != gcs::proto::DEAD) continue;
+          if (auto id = NodeId::from_binary(change.node().node_id()); id.ok()) {
+            listener(*id, change.node().address());
+          }
+        }
+      });
 }
 
 }  // namespace halo::node

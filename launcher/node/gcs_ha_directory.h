@@ -17,8 +17,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "gcs/client/gcs_client.h"
 #include "objstore/service/ha_directory.h"
@@ -51,7 +54,12 @@ class GcsHaDirectory : public objstore::HaDirectory {
   // Runs `job` on the directory's thread; after stop(), `refused` runs instead, at once.
   void enqueue(std::function<void()> job, std::function<void()> refused);
   void run();
-  StatusOr<gcs::proto::GetNodesResponse> nodes();
+  // The node table: from the subscription's copy once its first poll arrived (no GCS call),
+  // else from gcs.get_nodes.
+  StatusOr<std::vector<gcs::proto::NodeInfo>> nodes();
+  // The subscription's copy, or nullopt before its first poll.
+  std::optional<std::vector<gcs::proto::NodeInfo>> cached_nodes() const;
+  Candidates candidates_in(const std::vector<gcs::proto::NodeInfo>& table) const;
 
   gcs::GcsClient& client_;
   const NodeId self_;
@@ -65,6 +73,11 @@ class GcsHaDirectory : public objstore::HaDirectory {
   bool stopping_ = false;                                                     // Guarded by mu_.
   std::thread thread_;
   std::unique_ptr<gcs::NodeSubscription> subscription_;  // Set once, by on_node_dead.
+  // The node table as the subscription keeps it (rows by binary node id), for candidates()
+  // and lookup() without a GCS call; empty until the first poll answers (table_ready_).
+  mutable std::mutex table_mu_;
+  std::unordered_map<std::string, gcs::proto::NodeInfo> table_;  // Guarded by table_mu_.
+  bool table_ready_ = false;                                     // Guarded by table_mu_.
 };
 
 }  // namespace halo::node

@@ -43,7 +43,8 @@ class HaDirectory {
   // OK when this node may take a new HA copy; FAILED_PRECONDITION saying why not (fenced,
   // draining, stopping). Answers at once (it may take a short lock).
   virtual Status admit_copy() = 0;
-  // This node's failure domain and the ALIVE nodes other than this one.
+  // This node's failure domain and the ALIVE nodes other than this one. May answer at once,
+  // on the caller's thread (the node daemon's directory keeps the node table it follows).
   struct Candidates {
     std::string own_failure_domain;
     std::vector<HaCandidate> nodes;
