@@ -62,28 +62,28 @@ void GcsHaDirectory::run() {
   }
 }
 
-std::optional<std::vector<gcs::proto::NodeInfo>> GcsHaDirectory::cached_nodes() const {
+bool GcsHaDirectory::with_cached_nodes(const std::function<void(const NodeTable&)>& use) const {
   std::lock_guard lock(table_mu_);
-  if (!table_ready_) return std::nullopt;
-  std::vector<gcs::proto::NodeInfo> rows;
-  rows.reserve(table_.size());
-  for (const auto& [id, row] : table_) rows.push_back(row);
-  return rows;
+  if (!table_ready_) return false;
+  use(table_);
+  return true;
 }
 
-StatusOr<std::vector<gcs::proto::NodeInfo>> GcsHaDirectory::nodes() {
-  if (auto cached = cached_nodes()) return *std::move(cached);
-  auto table = client_.call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
+Status GcsHaDirectory::with_nodes(const std::function<void(const NodeTable&)>& use) {
+  if (with_cached_nodes(use)) return Status();
+  auto fetched = client_.call<gcs::proto::GetNodesRequest, gcs::proto::GetNodesResponse>(
       "gcs.get_nodes", gcs::proto::GetNodesRequest(), call_timeout_);
-  if (!table.ok()) return table.status();
-  return std::vector<gcs::proto::NodeInfo>(table->nodes().begin(), table->nodes().end());
+  if (!fetched.ok()) return fetched.status();
+  NodeTable table;
+  for (const gcs::proto::NodeInfo& node : fetched->nodes()) table[node.node_id()] = node;
+  use(table);
+  return Status();
 }
 
-objstore::HaDirectory::Candidates GcsHaDirectory::candidates_in(
-    const std::vector<gcs::proto::NodeInfo>& table) const {
+objstore::HaDirectory::Candidates GcsHaDirectory::candidates_in(const NodeTable& table) const {
   Candidates found;
   found.own_failure_domain = own_failure_domain_;
-  for (const gcs::proto::NodeInfo& node : table) {
+  for (const auto& [binary_id, node] : table) {
     if (node.state() != gcs::proto::ALIVE || node.address().empty()) continue;
     auto id = NodeId::from_binary(node.node_id());
     if (!id.ok() || *id == self_) continue;
@@ -102,12 +102,16 @@ Status GcsHaDirectory::admit_copy() { return admit_(); }
 void GcsHaDirectory::candidates(std::function<void(StatusOr<Candidates>)> done) {
   // From the subscription's copy of the node table, at once: an HA put makes no GCS call to
   // choose its nodes.
-  if (auto cached = cached_nodes()) return done(candidates_in(*cached));
+  Candidates found;
+  if (with_cached_nodes([&](const NodeTable& table) { found = candidates_in(table); })) {
+    return done(std::move(found));
+  }
   enqueue(
       [this, done] {
-        auto table = nodes();
-        if (!table.ok()) return done(table.status());
-        done(candidates_in(*table));
+        Candidates fetched;
+        Status listed = with_nodes([&](const NodeTable& table) { fetched = candidates_in(table); });
+        if (!listed.ok()) return done(listed);
+        done(std::move(fetched));
       },
       [done] { done(stopped_error()); });
 }
@@ -154,10 +158,6 @@ void GcsHaDirectory::lookup(const ObjectId& id,
         auto object = client_.call<gcs::proto::GetHaObjectRequest, gcs::proto::GetHaObjectResponse>(
             "gcs.get_ha_object", request, call_timeout_);
         if (!object.ok()) return done(object.status());
-        auto table = nodes();
-        if (!table.ok()) return done(table.status());
-        std::unordered_map<std::string, const gcs::proto::NodeInfo*> by_id;
-        for (const gcs::proto::NodeInfo& node : *table) by_id[node.node_id()] = &node;
         const gcs::proto::HaObjectInfo& info = object->object();
         objstore::HaRecord record;
         record.size = info.size();
@@ -165,17 +165,20 @@ void GcsHaDirectory::lookup(const ObjectId& id,
         if (auto owner = NodeId::from_binary(info.owner_node_id()); owner.ok()) {
           record.owner = *owner;
         }
-        for (const std::string& holder : info.holders()) {
-          auto node_id = NodeId::from_binary(holder);
-          if (!node_id.ok()) continue;
-          objstore::HaRecord::Holder h{*node_id, "", false};
-          if (auto node = by_id.find(holder); node != by_id.end()) {
-            const gcs::proto::NodeState state = node->second->state();
-            h.address = node->second->address();
-            h.alive = state != gcs::proto::DEAD && state != gcs::proto::REMOVED;
+        Status listed = with_nodes([&](const NodeTable& table) {
+          for (const std::string& holder : info.holders()) {
+            auto node_id = NodeId::from_binary(holder);
+            if (!node_id.ok()) continue;
+            objstore::HaRecord::Holder h{*node_id, "", false};
+            if (auto node = table.find(holder); node != table.end()) {
+              const gcs::proto::NodeState state = node->second.state();
+              h.address = node->second.address();
+              h.alive = state != gcs::proto::DEAD && state != gcs::proto::REMOVED;
+            }
+            record.holders.push_back(std::move(h));
           }
-          record.holders.push_back(std::move(h));
-        }
+        });
+        if (!listed.ok()) return done(listed);
         done(std::move(record));
       },
       [done] { done(stopped_error()); });

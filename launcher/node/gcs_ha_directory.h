@@ -17,7 +17,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -54,12 +53,14 @@ class GcsHaDirectory : public objstore::HaDirectory {
   // Runs `job` on the directory's thread; after stop(), `refused` runs instead, at once.
   void enqueue(std::function<void()> job, std::function<void()> refused);
   void run();
-  // The node table: from the subscription's copy once its first poll arrived (no GCS call),
-  // else from gcs.get_nodes.
-  StatusOr<std::vector<gcs::proto::NodeInfo>> nodes();
-  // The subscription's copy, or nullopt before its first poll.
-  std::optional<std::vector<gcs::proto::NodeInfo>> cached_nodes() const;
-  Candidates candidates_in(const std::vector<gcs::proto::NodeInfo>& table) const;
+  // Node rows by binary node id.
+  using NodeTable = std::unordered_map<std::string, gcs::proto::NodeInfo>;
+  // Runs `use` on the subscription's copy of the node table, under its lock (no copy, no GCS
+  // call); false, without running it, before the first poll has answered.
+  bool with_cached_nodes(const std::function<void(const NodeTable&)>& use) const;
+  // The same, or on a table fetched with gcs.get_nodes when there is no copy yet.
+  Status with_nodes(const std::function<void(const NodeTable&)>& use);
+  Candidates candidates_in(const NodeTable& table) const;
 
   gcs::GcsClient& client_;
   const NodeId self_;
@@ -76,8 +77,8 @@ class GcsHaDirectory : public objstore::HaDirectory {
   // The node table as the subscription keeps it (rows by binary node id), for candidates()
   // and lookup() without a GCS call; empty until the first poll answers (table_ready_).
   mutable std::mutex table_mu_;
-  std::unordered_map<std::string, gcs::proto::NodeInfo> table_;  // Guarded by table_mu_.
-  bool table_ready_ = false;                                     // Guarded by table_mu_.
+  NodeTable table_;           // Guarded by table_mu_.
+  bool table_ready_ = false;  // Guarded by table_mu_.
 };
 
 }  // namespace halo::node
