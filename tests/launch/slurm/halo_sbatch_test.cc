@@ -9,7 +9,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -23,14 +22,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class HaloOnSlurm : public ::testing::Test {
+class HaloOnSlurm : public ThreeSlurmNodes {
  protected:
-  void SetUp() override {
-    auto slurm = LocalSlurm::start(3);
-    ASSERT_TRUE(slurm.ok()) << slurm.status();
-    slurm_ = *std::move(slurm);
-  }
-
   // sbatch --wait of the template with the test driver; "-o" names the job's output file.
   std::vector<std::string> sbatch(const std::string& output,
                                   std::vector<std::string> driver_args = {}) const {
@@ -53,12 +46,6 @@ class HaloOnSlurm : public ::testing::Test {
   std::string job_output(const std::string& name) const {
     return read_file(slurm_->work_dir() + "/" + name);
   }
-  static std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
   // Processes whose command line names `text` (pgrep -f), one per line.
   static std::string processes_naming(const std::string& text) {
     auto ps = ChildProcess::spawn({"pgrep", "-a", "-f", text});
@@ -66,8 +53,18 @@ class HaloOnSlurm : public ::testing::Test {
     (void)ps->wait(10s);
     return ps->output_text();
   }
-
-  std::unique_ptr<LocalSlurm> slurm_;
+  // Runs a job that must fail, with `e` as its environment: expects it to fail within 60 s
+  // and returns its output file.
+  std::string failed_job_output(const std::vector<std::string>& e) const {
+    const auto started = std::chrono::steady_clock::now();
+    auto job = slurm_->run(sbatch("job.out"), 180s, e);
+    EXPECT_TRUE(job.ok()) << job.status();
+    if (job.ok()) {
+      EXPECT_FALSE(job->exit.success()) << job->output;
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 60s);
+    return job_output("job.out");
+  }
 };
 
 TEST_F(HaloOnSlurm, AJobStartsANodeOnEachAllocatedNodeAndItsDriverMovesObjectsBetweenAll) {
@@ -142,12 +139,7 @@ TEST_F(HaloOnSlurm, ALaunchWithoutTheDaemonsFailsFastSayingWhatToSet) {
   for (std::string& var : e) {
     if (var.rfind("HALO_BIN_DIR=", 0) == 0) var = "HALO_BIN_DIR=/nonexistent/halo/bin";
   }
-  const auto started = std::chrono::steady_clock::now();
-  auto job = slurm_->run(sbatch("job.out"), 180s, e);
-  ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_FALSE(job->exit.success());
-  EXPECT_LT(std::chrono::steady_clock::now() - started, 60s);
-  const std::string out = job_output("job.out");
+  const std::string out = failed_job_output(e);
   EXPECT_NE(out.find("not found in '/nonexistent/halo/bin': set HALO_BIN_DIR"), std::string::npos)
       << out;
   EXPECT_NE(out.find("0 of 3 halo nodes came up"), std::string::npos) << out;
@@ -158,12 +150,7 @@ TEST_F(HaloOnSlurm, ALaunchWithoutTheDaemonsFailsFastSayingWhatToSet) {
 TEST_F(HaloOnSlurm, AGcsThatCannotStartFailsTheJobFastWithItsReason) {
   std::vector<std::string> e = env();
   e.push_back("HALO_HEALTH_CHECK_PERIOD_MS=0");
-  const auto started = std::chrono::steady_clock::now();
-  auto job = slurm_->run(sbatch("job.out"), 180s, e);
-  ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_FALSE(job->exit.success());
-  EXPECT_LT(std::chrono::steady_clock::now() - started, 60s);
-  const std::string out = job_output("job.out");
+  const std::string out = failed_job_output(e);
   EXPECT_NE(out.find("halo-gcs exited while starting"), std::string::npos) << out;
   EXPECT_NE(out.find("health_check_period_ms and health_check_timeout_ms must be > 0"),
             std::string::npos)

@@ -11,9 +11,12 @@
 // container may never reap them; stop() reaps them, so no zombie is left behind either.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "halo/base/status.h"
@@ -56,6 +59,18 @@ class LocalSlurm {
   TempDir work_;
   std::string dir_;
   bool running_ = false;
+};
+
+// A test fixture: each test gets a new local Slurm cluster of three nodes (n1..n3) in slurm_,
+// stopped after it.
+class ThreeSlurmNodes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto slurm = LocalSlurm::start(3);
+    ASSERT_TRUE(slurm.ok()) << slurm.status();
+    slurm_ = *std::move(slurm);
+  }
+  std::unique_ptr<LocalSlurm> slurm_;
 };
 
 // Runs slurm/local-slurm.sh with `args` to its end (start or stop).

@@ -6,8 +6,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "tests/launch/slurm/local_slurm.h"
@@ -17,22 +15,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-class SlurmCluster : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto slurm = LocalSlurm::start(3);
-    ASSERT_TRUE(slurm.ok()) << slurm.status();
-    slurm_ = *std::move(slurm);
-  }
-  std::unique_ptr<LocalSlurm> slurm_;
-};
+using SlurmCluster = ThreeSlurmNodes;
 
 TEST_F(SlurmCluster, ABatchJobRunsOneTaskOnEachNode) {
   auto job = slurm_->run({"sbatch", "--wait", "-N3", "-o", "job.out", "--wrap",
