@@ -149,7 +149,7 @@ gone() {
 }
 
 # Stops the processes of the given pid files: SIGTERM to all, up to 10 s for them to exit,
-# then SIGKILL to any left.
+# then SIGKILL to any left, and up to 5 s more for those to be gone.
 stop_pidfiles() {
   local pids=() pid pidfile
   for pidfile in "$@"; do
@@ -161,7 +161,12 @@ stop_pidfiles() {
   local end=$((SECONDS + 10))
   for pid in "${pids[@]}"; do
     while ! gone "$pid" && ((SECONDS < end)); do sleep 0.05; done
-    gone "$pid" || kill -9 "$pid" 2>/dev/null || true
+    if ! gone "$pid"; then
+      kill -9 "$pid" 2>/dev/null || true
+      # SIGKILL is not instant either: stop returns only once the process is gone.
+      local kill_end=$((SECONDS + 5))
+      while ! gone "$pid" && ((SECONDS < kill_end)); do sleep 0.02; done
+    fi
   done
 }
 
