@@ -8,6 +8,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "core/runtime/client_runtime.h"
 #include "gcs/client/cluster_secret.h"
@@ -33,6 +34,7 @@ struct Process {
   std::string secret_file;                          // Of the cluster joined or started.
   std::unique_ptr<launcher::LocalCluster> cluster;  // An embedded cluster, if init started one.
   std::unique_ptr<ClientRuntime> runtime;
+  std::function<void()> at_shutdown;  // Set by halo::init(MPI_Comm).
 };
 
 Process& process() {
@@ -201,6 +203,7 @@ void shutdown() {
     if (!stopped.ok()) log::warn("stopping the embedded cluster: {}", stopped);
     p.cluster.reset();
   }
+  if (p.at_shutdown) std::exchange(p.at_shutdown, nullptr)();
 }
 
 bool is_initialized() { return current.load(std::memory_order_acquire) != nullptr; }
@@ -272,6 +275,28 @@ std::vector<bool> wait_objects(const std::vector<const RefState*>& refs, size_t 
   auto ready = runtime().wait(refs, num_ready, timeout);
   if (!ready.ok()) raise(ready.status());
   return std::move(*ready);
+}
+
+std::string find_local_node(const std::string& gcs_address, const std::string& secret_file) {
+  transport::TransportConfig transport;
+  transport.progress_mode = "event";
+  ConfigLoader loader;
+  loader.add(transport);
+  auto loaded = loader.load({.file = "", .env = environ, .args = {}});
+  if (!loaded.ok()) raise(loaded.status().with_context("transport settings from HALO_*"));
+  auto address = gcs::gcs_transport_address(gcs_address, transport);
+  if (!address.ok()) raise(address.status());
+  auto secret = gcs::read_secret_file(secret_file);
+  if (!secret.ok()) raise(secret.status());
+  auto node = local_node_of(*address, *secret, transport);
+  if (node.ok()) return *node;
+  if (node.status().code() == StatusCode::kNotFound) return "";
+  raise(node.status().with_context(str_cat("asking the GCS at ", gcs_address, " for its nodes")));
+}
+
+void at_shutdown(std::function<void()> hook) {
+  std::lock_guard lock(process().mu);
+  process().at_shutdown = std::move(hook);
 }
 
 void publish_refs() {

@@ -108,7 +108,12 @@ Status LocalCluster::launch() {
                           Session::Latest::kLeave));
   session_dir_ = session.dir();
   secret_file_ = session.secret_file();
-  HALO_RETURN_IF_ERROR(write_new_secret_file(secret_file_));
+  const bool join = !options_.join_gcs_address.empty();
+  if (join) {
+    HALO_RETURN_IF_ERROR(write_secret_file(secret_file_, options_.join_secret));
+  } else {
+    HALO_RETURN_IF_ERROR(write_new_secret_file(secret_file_));
+  }
   spawner_ = std::make_unique<internal::SpawnerThread>();
   const auto deadline = std::chrono::steady_clock::now() + options_.start_timeout;
   const auto time_left = [&] {
@@ -121,25 +126,29 @@ Status LocalCluster::launch() {
     return write_pid_file(session.pid_file(daemon.name), daemon.pid);
   };
 
-  *gcs_ = Daemon{.name = "gcs", .program = "halo-gcs", .log = session.log_file("gcs")};
-  std::vector<std::string> gcs_argv = {gcs_program,
-                                       "--data-dir=" + session.gcs_data_dir(),
-                                       "--secret-file=" + secret_file_,
-                                       "--host=" + options_.host,
-                                       "--port=0",
-                                       "--address-file=" + session.gcs_address_file()};
-  gcs_argv.insert(gcs_argv.end(), options_.gcs_flags.begin(), options_.gcs_flags.end());
-  HALO_RETURN_IF_ERROR(spawn(*gcs_, gcs_argv));
-  HALO_RETURN_IF_ERROR(wait_for_daemons({{.what = gcs_->what(),
-                                          .pid = gcs_->pid,
-                                          .log = gcs_->log,
-                                          .ready = [&]() -> Status {
-                                            HALO_ASSIGN_OR_RETURN(gcs_address_,
-                                                                  session.gcs_address());
-                                            return Status();
-                                          },
-                                          .running = [&] { return gcs_->running(); }}},
-                                        time_left()));
+  if (join) {
+    gcs_address_ = options_.join_gcs_address;
+  } else {
+    *gcs_ = Daemon{.name = "gcs", .program = "halo-gcs", .log = session.log_file("gcs")};
+    std::vector<std::string> gcs_argv = {gcs_program,
+                                         "--data-dir=" + session.gcs_data_dir(),
+                                         "--secret-file=" + secret_file_,
+                                         "--host=" + options_.host,
+                                         "--port=0",
+                                         "--address-file=" + session.gcs_address_file()};
+    gcs_argv.insert(gcs_argv.end(), options_.gcs_flags.begin(), options_.gcs_flags.end());
+    HALO_RETURN_IF_ERROR(spawn(*gcs_, gcs_argv));
+    HALO_RETURN_IF_ERROR(wait_for_daemons({{.what = gcs_->what(),
+                                            .pid = gcs_->pid,
+                                            .log = gcs_->log,
+                                            .ready = [&]() -> Status {
+                                              HALO_ASSIGN_OR_RETURN(gcs_address_,
+                                                                    session.gcs_address());
+                                              return Status();
+                                            },
+                                            .running = [&] { return gcs_->running(); }}},
+                                          time_left()));
+  }
 
   // Every node starts at once; then all are waited for together, so that one that fails is
   // reported as soon as it does.
@@ -177,6 +186,7 @@ Status LocalCluster::launch() {
                      },
                      .running = [&daemon] { return daemon.running(); }});
   }
+  if (join) return wait_for_daemons(waits, time_left());
   // The GCS is watched too, last: "ready" once every node is, so that a GCS that dies while
   // the nodes register ends the wait at once rather than at the deadline.
   waits.push_back({.what = gcs_->what(),
@@ -190,6 +200,19 @@ Status LocalCluster::launch() {
                    },
                    .running = [this] { return gcs_->running(); }});
   return wait_for_daemons(waits, time_left());
+}
+
+Status LocalCluster::check_running() {
+  std::vector<Daemon*> daemons;
+  if (gcs_->pid > 0) daemons.push_back(gcs_.get());
+  for (Daemon& d : node_daemons_) daemons.push_back(&d);
+  for (Daemon* d : daemons) {
+    if (d->pid > 0 && !d->running()) {
+      return unavailable_error(str_cat(d->what(), " (pid ", d->pid, ") has ended (",
+                                       d->how_it_ended(), "); see ", d->log));
+    }
+  }
+  return Status();
 }
 
 Status LocalCluster::kill_node(int index) {

@@ -65,6 +65,12 @@ struct LocalClusterOptions {
   std::chrono::milliseconds start_timeout{30'000};
   // How long stop() waits after SIGTERM (nodes unregister: up to 2 s) before SIGKILL.
   std::chrono::milliseconds stop_grace{5'000};
+  // Join the GCS at this transport address instead of starting one: only the nodes start, in
+  // a session folder of their own with `join_secret` (the cluster's secret) written to its
+  // cluster_secret. How the MPI bootstrap starts the node daemons of the nodes other than the
+  // GCS's (launcher/mpi/mpi_cluster.h).
+  std::string join_gcs_address;
+  std::string join_secret;
   // Keep the session folder after stop(). It is also kept when a daemon ended abnormally
   // (crashed, killed, or failed to start), for its log.
   bool keep_session_dir = false;
@@ -101,6 +107,10 @@ class LocalCluster {
   // that ended before (how, and its log) or had to be killed. Idempotent: later calls return
   // the first one's result.
   Status stop();
+
+  // OK while every daemon it started runs; else UNAVAILABLE naming the first that ended, how,
+  // and its log.
+  Status check_running();
 
   // The GCS's transport address, e.g. "ucx://127.0.0.1:40123".
   const std::string& gcs_address() const { return gcs_address_; }

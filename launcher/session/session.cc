@@ -152,9 +152,15 @@ Status write_new_secret_file(const std::string& path) {
     hex += kDigits[b >> 4];
     hex += kDigits[b & 15];
   }
+  return write_secret_file(path, hex);
+}
+
+Status write_secret_file(const std::string& path, const std::string& secret) {
+  if (secret.empty()) return invalid_argument_error("an empty cluster secret");
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return errno_error(errno, str_cat("cannot create the cluster secret file ", path));
-  const bool written = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+  const bool written =
+      ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
   const int err = errno;
   ::fsync(fd);
   ::close(fd);

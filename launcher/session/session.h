@@ -75,5 +75,8 @@ std::string temp_dir();
 // Writes a new cluster secret to `path`: 32 random bytes (OpenSSL RAND_bytes) as 64 hex
 // digits, no newline, mode 0600. Fails if the file exists (a secret is never overwritten).
 Status write_new_secret_file(const std::string& path);
+// Writes `secret` (a cluster's, as read from its secret file) to a new file `path`, mode 0600.
+// Fails if the file exists.
+Status write_secret_file(const std::string& path, const std::string& secret);
 
 }  // namespace halo::launcher

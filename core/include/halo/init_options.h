@@ -13,20 +13,20 @@ namespace halo {
 struct InitOptions {
   // The GCS of the cluster to join, "HOST:PORT" or a transport address ($HALO_ADDRESS).
   // Empty: start an embedded local cluster.
-  std::string address;
+  std::string address = "";
   // The cluster secret file when joining ($HALO_SECRET_FILE); empty: the newest session's
   // (`halo start` writes $HALO_TEMP_DIR/session_latest/cluster_secret, /tmp/halo by default).
-  std::string secret_file;
+  std::string secret_file = "";
   // The node daemon to use when joining, its transport address ($HALO_NODE_ADDRESS); empty:
   // the first ALIVE node whose address is on this machine.
-  std::string node_address;
+  std::string node_address = "";
 
   // Embedded cluster: node daemons to start ($HALO_NUM_NODES), each with a store of
   // object_store_memory bytes ($HALO_OBJECT_STORE_MEMORY; 0: the node's default, 30% of the
   // machine's memory), and extra flags for every node (e.g. "--spill-dir=/scratch/x").
   int num_nodes = 1;
   uint64_t object_store_memory = 0;
-  std::vector<std::string> node_flags;
+  std::vector<std::string> node_flags = {};
 
   // How long a put waits for room in a full store before ObjectStoreFullError.
   std::chrono::milliseconds put_timeout{10'000};
