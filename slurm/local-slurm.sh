@@ -34,15 +34,19 @@ die() {
   exit 1
 }
 
-# A free TCP port base with `count` consecutive free ports (checked with ss; a race with
-# another program is possible but unlikely in a test run).
+# A free TCP port base with `count` consecutive free ports (checked with ss), below the
+# kernel's ephemeral range: ports programs get from bind(0) or as the source of a connection
+# come from that range, and one taken between this check and slurmd's bind left a node
+# "unknown" for good.
 free_port_base() {
-  local count=$1 base p busy
+  local count=$1 base p busy low
+  low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  ((low > 12000 + count)) || die "no room for Slurm's ports below the ephemeral range ($low)"
   for _ in $(seq 1 50); do
-    base=$((20000 + RANDOM % 30000))
+    base=$((10000 + RANDOM % (low - 10000 - count)))
     busy=0
     for ((p = base; p < base + count; p++)); do
-      if ss -Htln "sport = :$p" | grep -q .; then busy=1; fi
+      if ss -Htan "sport = :$p" | grep -q .; then busy=1; fi
     done
     ((busy == 0)) && echo "$base" && return 0
   done
@@ -136,6 +140,10 @@ EOF
   done
   if ! wait_until "[[ \$(sinfo -h -o '%T' | sort -u | tr -d '\n') == idle ]]" 60; then
     sinfo -N -l >&2 || true
+    for log_file in "$dir"/log/*.log; do
+      echo "--- end of $log_file" >&2
+      tail -n 5 "$log_file" >&2 || true
+    done
     die "the nodes did not become idle within 60 s; see $dir/log"
   fi
   log "$nodes node(s) idle; export SLURM_CONF=$SLURM_CONF"
