@@ -277,21 +277,21 @@ std::vector<bool> wait_objects(const std::vector<const RefState*>& refs, size_t 
   return std::move(*ready);
 }
 
-std::string find_local_node(const std::string& gcs_address, const std::string& secret_file) {
+StatusOr<std::string> find_local_node(const std::string& gcs_address,
+                                      const std::string& secret_file) {
   transport::TransportConfig transport;
   transport.progress_mode = "event";
   ConfigLoader loader;
   loader.add(transport);
   auto loaded = loader.load({.file = "", .env = environ, .args = {}});
-  if (!loaded.ok()) raise(loaded.status().with_context("transport settings from HALO_*"));
-  auto address = gcs::gcs_transport_address(gcs_address, transport);
-  if (!address.ok()) raise(address.status());
-  auto secret = gcs::read_secret_file(secret_file);
-  if (!secret.ok()) raise(secret.status());
-  auto node = local_node_of(*address, *secret, transport);
+  if (!loaded.ok()) return loaded.status().with_context("transport settings from HALO_*");
+  HALO_ASSIGN_OR_RETURN(const std::string address,
+                        gcs::gcs_transport_address(gcs_address, transport));
+  HALO_ASSIGN_OR_RETURN(const std::string secret, gcs::read_secret_file(secret_file));
+  auto node = local_node_of(address, secret, transport);
   if (node.ok()) return *node;
-  if (node.status().code() == StatusCode::kNotFound) return "";
-  raise(node.status().with_context(str_cat("asking the GCS at ", gcs_address, " for its nodes")));
+  if (node.status().code() == StatusCode::kNotFound) return std::string();
+  return node.status().with_context(str_cat("asking the GCS at ", gcs_address, " for its nodes"));
 }
 
 void at_shutdown(std::function<void()> hook) {

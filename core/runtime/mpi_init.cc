@@ -29,14 +29,7 @@ void init(MPI_Comm comm, const InitOptions& options) {
     cluster_options.node_flags.push_back("--object-store-memory=" +
                                          std::to_string(options.object_store_memory));
   }
-  cluster_options.find_node = [](const std::string& gcs_address,
-                                 const std::string& secret_file) -> StatusOr<std::string> {
-    try {
-      return internal::find_local_node(gcs_address, secret_file);
-    } catch (const Error& e) {
-      return unavailable_error(e.what());
-    }
-  };
+  cluster_options.find_node = internal::find_local_node;
   auto started = launcher::MpiCluster::start(comm, std::move(cluster_options));
   if (!started.ok()) {
     throw Error(started.status().with_context("halo::init(MPI_Comm)").to_string());

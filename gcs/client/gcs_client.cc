@@ -142,6 +142,13 @@ StatusOr<EndpointPtr> GcsClientCore::endpoint_for_call(Clock::time_point deadlin
       lock.lock();
       continue;
     }
+    if (!connecting_ && last_error_.code() == StatusCode::kUnauthenticated) {
+      // The GCS answered but proved a different secret: trying again cannot help.
+      return unauthenticated_error(str_cat("the GCS at ", options_.address,
+                                           " refused this process: ", last_error_.message(),
+                                           ". Check the cluster secret file (HALO_SECRET_FILE, "
+                                           "--secret-file) against the one the GCS uses"));
+    }
     if (now >= give_up) {
       return unavailable_error(str_cat(
           "cannot reach the GCS at ", options_.address, " (tried for ",

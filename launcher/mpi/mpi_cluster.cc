@@ -92,8 +92,9 @@ Status MpiCluster::launch() {
   auto host = this_host_address(options_.host);
   HALO_RETURN_IF_ERROR(agree_on(host.status(), comm_));
   host_ = *host;
-  if (machines_ > 1 && host_.rfind("127.", 0) == 0) {
-    // Other machines could not reach daemons listening on loopback.
+  if (machines_ > 1 && host_.rfind("127.", 0) == 0 && options_.host.empty()) {
+    // Other machines could not reach daemons listening on loopback. (Set explicitly, it is
+    // the user's call: "machines" that share one loopback, as in a local Slurm cluster.)
     HALO_RETURN_IF_ERROR(agree_on(
         failed_precondition_error(str_cat(
             "the ranks span ", machines_, " machines but this one has no address but ", host_,

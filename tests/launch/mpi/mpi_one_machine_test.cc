@@ -9,6 +9,7 @@
 
 #include <filesystem>
 
+#include "launcher/local_cluster/local_cluster.h"
 #include "tests/launch/mpi/mpirun_support.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
@@ -36,6 +37,84 @@ TEST(MpiOneMachine, RanksShareTheMachinesNodeDaemonAndMoveObjectsThroughIt) {
   // shutdown() stopped the daemons and removed their session folders.
   EXPECT_TRUE(processes_mentioning(dir.path()).empty()) << "a daemon is still running";
   EXPECT_TRUE(folder_is_empty(dir.path())) << "session folders left in " << dir.path();
+}
+
+// A cluster started beforehand (as by slurm/halo.sbatch or halo-launch-mpi) that the MPI
+// program joins through HALO_ADDRESS and HALO_SECRET_FILE.
+class MpiJoiningACluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    launcher::LocalClusterOptions options;
+    options.num_nodes = 1;
+    options.temp_dir = cluster_dir_.path();
+    options.node_flags = {"--object-store-memory=67108864"};
+    auto cluster = launcher::LocalCluster::start(std::move(options));
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+  }
+
+  StatusOr<CommandResult> run_program(const std::string& address, const std::string& secret_file) {
+    std::vector<std::string> env = mpirun_env(dir_.path());
+    env.push_back("HALO_HOST=127.0.0.1");
+    env.push_back("HALO_ADDRESS=" + address);
+    env.push_back("HALO_SECRET_FILE=" + secret_file);
+    std::vector<std::string> argv = {"mpirun", "-np", "2", "--oversubscribe"};
+    for (const auto& f : exported(env)) argv.push_back(f);
+    argv.push_back(kObjectsProgram);
+    return run_command(argv, {.netns = "", .env = env, .timeout = 120s});
+  }
+
+  TempDir cluster_dir_;
+  TempDir dir_;
+  std::unique_ptr<launcher::LocalCluster> cluster_;
+};
+
+TEST_F(MpiJoiningACluster, RanksUseTheClustersNodeDaemonAndStartNone) {
+  auto run = run_program(cluster_->gcs_address(), cluster_->secret_file());
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->exit.to_string(), "exit 0") << run->output;
+  EXPECT_NE(run->output.find("VERIFIED"), std::string::npos) << run->output;
+  EXPECT_NE(run->output.find("NODES 1\n"), std::string::npos) << run->output;
+  EXPECT_EQ(rank_nodes(run->output), std::set<std::string>{cluster_->nodes().front().address})
+      << run->output;
+  EXPECT_TRUE(folder_is_empty(dir_.path())) << "the program started daemons of its own";
+  // The cluster's daemons outlive the program.
+  EXPECT_TRUE(cluster_->check_running().ok()) << cluster_->check_running();
+  EXPECT_TRUE(cluster_->stop().ok());
+}
+
+TEST_F(MpiJoiningACluster, TheWrongSecretFailsOnEveryRankSayingSo) {
+  const std::string wrong = dir_.write("wrong_secret", std::string(64, 'a'));
+  std::filesystem::permissions(
+      wrong, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const auto started = std::chrono::steady_clock::now();
+  auto run = run_program(cluster_->gcs_address(), wrong);
+  ASSERT_TRUE(run.ok()) << run.status();
+  // No retrying: the GCS proved another secret.
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 8s);
+  EXPECT_NE(run->exit.to_string(), "exit 0") << run->output;
+  EXPECT_EQ(count(run->output, "halo::init(MPI_Comm)"), 2) << "every rank says why:\n"
+                                                           << run->output;
+  EXPECT_NE(run->output.find("Check the cluster secret file"), std::string::npos) << run->output;
+  EXPECT_TRUE(cluster_->check_running().ok()) << cluster_->check_running();
+}
+
+TEST_F(MpiJoiningACluster, AGcsThatIsNotThereFailsOnEveryRankSayingSo) {
+  // The cluster's GCS, stopped: its port answers nothing any more.
+  const std::string address = cluster_->gcs_address();
+  const std::string secret = dir_.write("secret", read_file(cluster_->secret_file()));
+  std::filesystem::permissions(
+      secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  ASSERT_TRUE(cluster_->stop().ok());
+  const auto started = std::chrono::steady_clock::now();
+  auto run = run_program(address, secret);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 40s);
+  EXPECT_NE(run->exit.to_string(), "exit 0") << run->output;
+  EXPECT_EQ(count(run->output, "halo::init(MPI_Comm)"), 2) << run->output;
+  EXPECT_NE(run->output.find(address.substr(address.find("://") + 3)), std::string::npos)
+      << "the message names the GCS:\n"
+      << run->output;
 }
 
 TEST(MpiOneMachine, AMissingDaemonProgramFailsEveryRankAtOnceSayingWhatToSet) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "halo/base/ids.h"
+#include "halo/base/status.h"
 
 namespace halo::internal {
 
@@ -68,9 +69,9 @@ void publish_refs();
 std::shared_ptr<RefState> adopt_ref(ObjectId id, std::string owner_address);
 
 // For halo/mpi.h. The transport address of an ALIVE node daemon of the cluster at
-// `gcs_address` that runs on this machine, or "" when none does; throws halo::Error when the
-// GCS cannot be asked.
-std::string find_local_node(const std::string& gcs_address, const std::string& secret_file);
+// `gcs_address` that runs on this machine, "" when none does, or why the GCS cannot be asked.
+StatusOr<std::string> find_local_node(const std::string& gcs_address,
+                                      const std::string& secret_file);
 // For halo/mpi.h: `hook` runs at the end of the next shutdown(), once this process's
 // connection is gone (halo::init(MPI_Comm) stops the daemons it started there).
 void at_shutdown(std::function<void()> hook);
