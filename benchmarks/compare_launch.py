@@ -10,7 +10,12 @@
                    the same run. Ratio = peer / halo (target >= 0.5: halo's start at most twice
                    an empty step). Each halo job starts after the queue is empty again.
 
-  mpirun_start_seconds is not measured yet: the mpirun launch is not built.
+  mpirun_start_seconds
+                   from `mpirun -np 3 --map-by ppr:1:node halo-launch-mpi -- DRIVER` to the
+                   driver running (rank 0 starts it once every node is a member), against an
+                   empty `mpirun -np 3 --map-by ppr:1:node true` in the same run. Both run
+                   inside one 3-node batch job (mpirun starts its daemons through srun there),
+                   pairs alternating; the driver only writes the time. Ratio = peer / halo.
 
 Runs on its own local Slurm cluster of three nodes (slurm/local-slurm.sh, started and stopped
 here; needs root and the Slurm packages of scripts/install-deps.sh). Pairs alternate: one
@@ -18,6 +23,7 @@ halo job, then one empty step.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -39,13 +45,81 @@ class MeasurementError(Exception):
     pass
 
 
+# mpirun inside a Slurm job on the local cluster: root allowed, Open MPI's UCX PML (its ob1/TCP
+# path crashed in MPI_Init in 1-5% of multi-node runs here), and no shared-memory topology file
+# (several orteds on one machine clash on it).
+MPIRUN = ["mpirun", "-np", str(NODES), "--map-by", "ppr:1:node",
+          "--mca", "rtc_hwloc_vmhole", "none"]
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_pml": "ucx", "OMPI_MCA_pml_ucx_tls": "any",
+           "OMPI_MCA_pml_ucx_devices": "any"}
+
+
+def mpirun_pairs(build, pairs, out):
+    """Runs inside the batch job: mpirun_start_seconds, written to `out` as a record."""
+    env = dict(os.environ)
+    env.update(MPI_ENV)
+    # The local cluster's "nodes" share one machine and its loopback.
+    env.update({"HALO_HOST": "127.0.0.1", "HALO_BIN_DIR": os.path.join(build, "bin"),
+                "HALO_NODE_FLAGS": f"--object-store-memory={64 << 20}"})
+    exported = []
+    for name in ("HALO_HOST", "HALO_BIN_DIR", "HALO_NODE_FLAGS"):
+        exported += ["-x", name]
+    work = os.path.dirname(out)
+    driver = os.path.join(work, "mpi-started.sh")
+    with open(driver, "w") as f:
+        f.write("#!/bin/sh\ndate +%s.%N > \"$1\"\n")
+    os.chmod(driver, 0o755)
+
+    def halo_run():
+        stamp = os.path.join(work, f"mpi-started-{time.monotonic_ns()}")
+        t0 = time.time()
+        subprocess.run(MPIRUN + exported + [os.path.join(build, "bin", "halo-launch-mpi"), "--",
+                                            driver, stamp], env=env, check=True,
+                       capture_output=True)
+        with open(stamp) as f:
+            return float(f.read()) - t0
+
+    def peer_run():
+        t0 = time.monotonic()
+        subprocess.run(MPIRUN + ["true"], env=env, check=True, capture_output=True)
+        return time.monotonic() - t0
+
+    record = pairwise.point("mpirun_start_seconds", halo_run, peer_run, pairs, "s", False,
+                            "mpirun -np 3 true (an empty 3-node launch)", backend="ucx",
+                            transport="tcp-loopback", nodes=NODES)
+    with open(out, "w") as f:
+        json.dump(record, f)
+
+
+def run_mpirun_job(env, work, build, pairs):
+    """mpirun_start_seconds, measured by a 3-node batch job running this script."""
+    out = os.path.join(work, "mpirun-record.json")
+    job = os.path.join(work, "mpirun-job.sh")
+    with open(job, "w") as f:
+        f.write(f"#!/bin/sh\nexec python3 {os.path.abspath(__file__)} --inside-job "
+                f"--build {build} --pairs {pairs} --out {out}\n")
+    log(f"mpirun_start_seconds: {pairs} pairs, {NODES} nodes, inside one batch job")
+    subprocess.run(["sbatch", "--wait", f"--nodes={NODES}", "--ntasks-per-node=1",
+                    "-o", os.path.join(work, "mpirun-job.out"), job],
+                   env=env, cwd=work, check=True, capture_output=True)
+    if not os.path.exists(out):
+        with open(os.path.join(work, "mpirun-job.out")) as f:
+            raise MeasurementError(f"the mpirun job wrote no result:\n{f.read()}")
+    with open(out) as f:
+        return json.load(f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("BUILD_DIR", "build"))
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--inside-job", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.inside_job:
+        return mpirun_pairs(os.path.abspath(args.build), args.pairs, args.out)
     build = os.path.abspath(args.build)
     out = args.out or os.path.join(build, "bench", "launch.json")
     work = tempfile.mkdtemp(prefix="halo-launch-bench-")
@@ -97,13 +171,15 @@ def main():
             return time.monotonic() - t0
 
         log(f"cluster_start_seconds: {args.pairs} pairs, {NODES} nodes")
-        record = pairwise.point("cluster_start_seconds", halo_run, peer_run, args.pairs, "s",
-                                False, "srun -N3 true (an empty 3-node step)", backend="ucx",
-                                transport="tcp-loopback", nodes=NODES)
-        pairwise.write_records(out, [record])
+        records = [pairwise.point("cluster_start_seconds", halo_run, peer_run, args.pairs, "s",
+                                  False, "srun -N3 true (an empty 3-node step)", backend="ucx",
+                                  transport="tcp-loopback", nodes=NODES)]
+        records.append(run_mpirun_job(env, work, build, args.pairs))
+        pairwise.write_records(out, records)
         print(f"{'metric':<24} {'halo s':>8} {'peer s':>8} {'ratio':>6} {'min-max':>11}")
-        print(f"{record['metric']:<24} {record['halo']:>8.3f} {record['peer']:>8.3f} "
-              f"{record['ratio']:>6.3f} {record['ratio_min']:.2f}-{record['ratio_max']:.2f}")
+        for record in records:
+            print(f"{record['metric']:<24} {record['halo']:>8.3f} {record['peer']:>8.3f} "
+                  f"{record['ratio']:>6.3f} {record['ratio_min']:.2f}-{record['ratio_max']:.2f}")
         print(f"\nwrote {out}")
     finally:
         subprocess.run(["bash", script, "stop", cluster])

@@ -11,7 +11,9 @@ Status wait_for_daemons(const std::vector<DaemonStart>& daemons,
                         std::chrono::milliseconds timeout) {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + timeout;
-  auto interval = std::chrono::milliseconds(2);
+  // Checks are a file read each: cheap enough to poll every few milliseconds, which keeps a
+  // launch from waiting up to a whole long interval after a daemon became ready.
+  auto interval = std::chrono::milliseconds(1);
   std::vector<Status> last(daemons.size(), unavailable_error("not checked yet"));
   while (true) {
     const DaemonStart* not_ready = nullptr;
@@ -38,7 +40,7 @@ Status wait_for_daemons(const std::vector<DaemonStart>& daemons,
           " ms: ", why.message(), "; see ", not_ready->log, ":\n", tail_file(not_ready->log, 15)));
     }
     std::this_thread::sleep_for(interval);
-    interval = std::min(interval * 2, std::chrono::milliseconds(50));
+    interval = std::min(interval * 2, std::chrono::milliseconds(5));
   }
 }
 
