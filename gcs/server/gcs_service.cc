@@ -208,6 +208,7 @@ void GcsService::register_node(const proto::RegisterNodeRequest& request,
   *node->mutable_resources() = request.node().resources();
   *node->mutable_labels() = request.node().labels();
   node->set_pid(request.node().pid());
+  node->set_topology(request.node().topology());
   node->set_state(proto::ALIVE);
   node->set_state_reason("registered");
 

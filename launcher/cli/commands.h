@@ -47,7 +47,8 @@ Status run_stop(const StopOptions& options);
 struct StatusOptions {
   ClusterOptions cluster;
   bool json = false;
-  bool all = false;  // Include REMOVED nodes.
+  bool all = false;      // Include REMOVED nodes.
+  bool verbose = false;  // Also each node's machine topology (hwloc) and progress thread PU.
 };
 Status run_status(const StatusOptions& options);
 

@@ -2,7 +2,8 @@
 //
 //   halo start --head                       GCS + one node on this machine; prints the address
 //   halo start --address 10.0.0.1:6379      a node on this machine joins that cluster
-//   halo status [--json]                    nodes, states, incarnations, resources, labels
+//   halo status [--json] [--verbose]        nodes, states, incarnations, resources, labels
+//                                           (--verbose: and each node's hwloc topology)
 //   halo drain NODE [--wait]                a node leaves gracefully
 //   halo stop                               stops what this machine started for the session
 //
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
   CLI::App* status_cmd = app.add_subcommand("status", "show the cluster's nodes and GCS");
   add_cluster_options(status_cmd, status.cluster, true);
   status_cmd->add_flag("--json", status.json, "print JSON");
+  status_cmd->add_flag("--verbose,-v", status.verbose,
+                       "also each node's topology (NUMA nodes, cores, NIC, progress thread)");
   status_cmd->add_flag("--all", status.all, "include nodes that left (REMOVED)");
 
   DrainOptions drain;

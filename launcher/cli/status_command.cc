@@ -64,7 +64,8 @@ std::string node_json(const gcs::proto::NodeInfo& n) {
                  ", \"state_reason\": ", quoted(n.state_reason()),
                  ", \"address\": ", quoted(n.address()), ", \"hostname\": ", quoted(n.hostname()),
                  ", \"pid\": ", n.pid(), ", \"resources\": {", resources, "}, \"labels\": {",
-                 labels, "}, \"registered_at_ms\": ", n.registered_at_ms(),
+                 labels, "}, \"topology\": ", quoted(n.topology()),
+                 ", \"registered_at_ms\": ", n.registered_at_ms(),
                  ", \"state_changed_at_ms\": ", n.state_changed_at_ms(), "}");
 }
 
@@ -169,6 +170,10 @@ Status run_status(const StatusOptions& options) {
       out += line;
       if (!n.state_reason().empty() && n.state() != gcs::proto::ALIVE) {
         out += str_cat("    ", n.state_reason(), "\n");
+      }
+      if (options.verbose) {
+        out +=
+            str_cat("    topology: ", n.topology().empty() ? "not reported" : n.topology(), "\n");
       }
     }
   }

@@ -28,6 +28,11 @@ struct NodeConfig {
   int32_t num_cpus = -1;
   // Memory in bytes to register instead of the machine's total memory from hwloc; -1 = detect.
   int64_t memory_bytes = -1;
+  // Where the transport's progress thread runs: "nic" binds it to a processing unit near the
+  // NIC of --host (hwloc), among those this process may use (a Slurm allocation's); "none"
+  // leaves it to the scheduler. An explicit --progress-core wins. A refused binding is a
+  // warning, never a failure.
+  std::string cpu_binding = "nic";
   // How long the node keeps trying to reach a GCS it lost before it exits with an error
   // (Ray's gcs_rpc_server_reconnect_timeout_s). A GCS restarted within this time finds the
   // node still there, same id and incarnation unless it had declared the node dead.
@@ -46,6 +51,7 @@ struct NodeConfig {
     v("labels", labels, "labels KEY=VALUE,... (e.g. failure_domain=rack1)");
     v("num_cpus", num_cpus, "CPUs to register; -1 = hwloc's processing units");
     v("memory_bytes", memory_bytes, "memory to register in bytes; -1 = hwloc's total");
+    v("cpu_binding", cpu_binding, "progress thread placement: nic (near the NIC) or none");
     v("gcs_rpc_server_reconnect_timeout_s", gcs_rpc_server_reconnect_timeout_s,
       "seconds to keep trying to reach a lost GCS before exiting");
     v("state_file", state_file, "JSON file rewritten with the node's state; empty = none");

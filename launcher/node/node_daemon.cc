@@ -9,6 +9,7 @@
 #include "gcs/client/cluster_secret.h"
 #include "gcs/client/gcs_address.h"
 #include "halo/base/logging.h"
+#include "launcher/node/node_topology.h"
 
 namespace halo::node {
 namespace {
@@ -53,6 +54,23 @@ StatusOr<std::unique_ptr<NodeDaemon>> NodeDaemon::start(NodeConfig config,
     return invalid_argument_error("--gcs-rpc-server-reconnect-timeout-s must be positive");
   }
   HALO_ASSIGN_OR_RETURN(NodeResources resources, node_resources(config));
+  if (config.cpu_binding != "nic" && config.cpu_binding != "none") {
+    return invalid_argument_error(
+        str_cat("--cpu-binding '", config.cpu_binding, "': expected nic or none"));
+  }
+  auto topology = discover_topology(config.host, transport.net_interface);
+  if (!topology.ok()) {
+    log::warn("{}; the progress thread is not bound", topology.status());
+  } else {
+    resources.topology = topology->summary();
+    if (config.cpu_binding == "nic" && transport.progress_core < 0) {
+      transport.progress_core = topology->progress_pu(::getpid());
+    }
+    if (transport.progress_core >= 0) {
+      resources.topology += str_cat("; progress thread on PU ", transport.progress_core);
+    }
+    log::info("topology: {}", resources.topology);
+  }
   HALO_ASSIGN_OR_RETURN(std::string secret, gcs::read_secret_file(config.secret_file));
   HALO_ASSIGN_OR_RETURN(std::string gcs_address,
                         gcs::gcs_transport_address(config.gcs_address, transport));
@@ -232,6 +250,7 @@ Status NodeDaemon::register_node(Clock::time_point sent) {
   for (const auto& [name, amount] : resources_.resources)
     (*node.mutable_resources())[name] = amount;
   for (const auto& [key, value] : resources_.labels) (*node.mutable_labels())[key] = value;
+  node.set_topology(resources_.topology);
   auto response = client_->call<gcs::proto::RegisterNodeRequest, gcs::proto::RegisterNodeResponse>(
       "gcs.register_node", request, kRegisterTimeout);
   if (!response.ok()) return response.status();

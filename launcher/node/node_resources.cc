@@ -92,7 +92,10 @@ StatusOr<NodeResources> node_resources(const NodeConfig& config) {
       return internal_error(
           "hwloc cannot read this machine's topology; pass --num-cpus and --memory-bytes");
     }
-    if (config.num_cpus < 0) cpus = hwloc_get_nbobjs_by_type(topo.topology, HWLOC_OBJ_PU);
+    if (config.num_cpus < 0) {
+      cpus = hwloc_bitmap_weight(hwloc_topology_get_allowed_cpuset(topo.topology));
+      if (cpus <= 0) cpus = hwloc_get_nbobjs_by_type(topo.topology, HWLOC_OBJ_PU);
+    }
     if (config.memory_bytes < 0) {
       memory = static_cast<double>(hwloc_get_root_obj(topo.topology)->total_memory);
     }

@@ -4,7 +4,8 @@
 //   HALO_ASSIGN_OR_RETURN(NodeResources r, node_resources(config));
 //   // r.resources == {"CPU": 64, "memory": 2.7e11, "GPU": 2}, r.labels == {"failure_domain": ..}
 //
-// CPU is the number of processing units (hardware threads, hwloc's PUs), what Ray counts as
+// CPU is the number of processing units (hardware threads, hwloc's PUs) this process may use
+// (all of the machine's, unless a Slurm allocation or cgroup restricts it), what Ray counts as
 // CPUs too; memory is the total of the machine's NUMA nodes in bytes.
 #pragma once
 
@@ -19,6 +20,7 @@ namespace halo::node {
 struct NodeResources {
   std::map<std::string, double> resources;
   std::map<std::string, std::string> labels;
+  std::string topology;  // NodeTopology::summary() and the progress thread's PU, when known.
 };
 
 // Detected CPUs and memory (or the config's overrides) plus the parsed custom resources and

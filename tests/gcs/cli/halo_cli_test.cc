@@ -132,6 +132,13 @@ TEST_F(HaloCliTest, StartStatusJoinDrainStopOnLoopback) {
   EXPECT_EQ(mode_of(session_ + "/node-1.json"), 0600u);
   EXPECT_EQ(mode_of(session_ + "/pids/gcs.pid"), 0600u);
 
+  // --verbose adds each node's machine as hwloc sees it, and its progress thread's PU.
+  auto verbose = run({"status", "--verbose"});
+  ASSERT_TRUE(verbose.ok()) << verbose.status();
+  EXPECT_NE(verbose->output.find("topology: "), std::string::npos) << verbose->output;
+  EXPECT_NE(verbose->output.find("; lo "), std::string::npos) << verbose->output;
+  EXPECT_NE(verbose->output.find("progress thread on PU "), std::string::npos) << verbose->output;
+
   auto nodes = status_nodes();
   ASSERT_EQ(nodes.size(), 1u);
   EXPECT_EQ(nodes.begin()->second, "ALIVE");

@@ -1,0 +1,100 @@
+#include "launcher/node/node_topology.h"
+
+#include <arpa/inet.h>
+#include <hwloc.h>
+#include <ifaddrs.h>
+
+#include <memory>
+
+namespace halo::node {
+namespace {
+
+// The interface holding IPv4 `address`, or "" (loopback counts: "lo").
+std::string interface_of(const std::string& address) {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return "";
+  std::unique_ptr<ifaddrs, decltype(&::freeifaddrs)> guard(list, &::freeifaddrs);
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN];
+    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
+    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr && address == text) {
+      return a->ifa_name;
+    }
+  }
+  return "";
+}
+
+struct Topology {
+  hwloc_topology_t t = nullptr;
+  ~Topology() {
+    if (t != nullptr) hwloc_topology_destroy(t);
+  }
+};
+
+std::string plural(int n, const char* one, const char* many) {
+  return str_cat(n, " ", n == 1 ? one : many);
+}
+
+}  // namespace
+
+int NodeTopology::progress_pu(pid_t spread) const {
+  if (pus_near_nic.empty()) return -1;
+  return pus_near_nic[static_cast<size_t>(spread) % pus_near_nic.size()];
+}
+
+std::string NodeTopology::summary() const {
+  std::string s =
+      str_cat(plural(numa_nodes, "NUMA node", "NUMA nodes"), ", ", plural(cores, "core", "cores"),
+              ", ", plural(pus, "PU", "PUs"), " (", allowed_pus.size(), " allowed)");
+  if (!nic.empty()) {
+    s += nic_numa_node >= 0 ? str_cat("; ", nic, " on NUMA node ", nic_numa_node)
+                            : str_cat("; ", nic, " (NUMA node unknown)");
+  }
+  return s;
+}
+
+StatusOr<NodeTopology> discover_topology(const std::string& host_address,
+                                         const std::string& net_interface) {
+  Topology topo;
+  if (hwloc_topology_init(&topo.t) != 0) return internal_error("hwloc_topology_init failed");
+  hwloc_topology_set_io_types_filter(topo.t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  if (hwloc_topology_load(topo.t) != 0) {
+    return internal_error("hwloc cannot read this machine's topology");
+  }
+  NodeTopology out;
+  out.numa_nodes = hwloc_get_nbobjs_by_type(topo.t, HWLOC_OBJ_NUMANODE);
+  out.cores = hwloc_get_nbobjs_by_type(topo.t, HWLOC_OBJ_CORE);
+  out.pus = hwloc_get_nbobjs_by_type(topo.t, HWLOC_OBJ_PU);
+  hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(topo.t);
+  for (int i = 0; i < out.pus; ++i) {
+    hwloc_obj_t pu = hwloc_get_obj_by_type(topo.t, HWLOC_OBJ_PU, static_cast<unsigned>(i));
+    if (pu != nullptr && hwloc_bitmap_isset(allowed, pu->os_index)) out.allowed_pus.push_back(i);
+  }
+  out.nic = net_interface.empty() ? interface_of(host_address) : net_interface;
+  hwloc_obj_t near = nullptr;
+  for (hwloc_obj_t dev = hwloc_get_next_osdev(topo.t, nullptr); dev != nullptr && !out.nic.empty();
+       dev = hwloc_get_next_osdev(topo.t, dev)) {
+    if (dev->name == nullptr || out.nic != dev->name) continue;
+    near = hwloc_get_non_io_ancestor_obj(topo.t, dev);
+    break;
+  }
+  if (near != nullptr) {
+    const int os_node = hwloc_bitmap_first(near->nodeset);
+    if (hwloc_obj_t numa = os_node < 0 ? nullptr
+                                       : hwloc_get_numanode_obj_by_os_index(
+                                             topo.t, static_cast<unsigned>(os_node))) {
+      out.nic_numa_node = static_cast<int>(numa->logical_index);
+    }
+  }
+  for (int i : out.allowed_pus) {
+    hwloc_obj_t pu = hwloc_get_obj_by_type(topo.t, HWLOC_OBJ_PU, static_cast<unsigned>(i));
+    if (near == nullptr || hwloc_bitmap_intersects(pu->cpuset, near->cpuset)) {
+      out.pus_near_nic.push_back(i);
+    }
+  }
+  if (out.pus_near_nic.empty()) out.pus_near_nic = out.allowed_pus;
+  return out;
+}
+
+}  // namespace halo::node
