@@ -14,6 +14,7 @@
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_hosts.h"
+#include "tests/support/wait_for.h"
 
 namespace halo::test {
 namespace {
@@ -83,10 +84,13 @@ class MpiThreeHosts : public ::testing::Test {
   // No process left; no session folder left but `kept` of daemons that died (kept for their
   // logs).
   void expect_nothing_left(int kept = 0) {
+    // mpirun returns once its ranks are gone; the other hosts' orteds end just after.
     for (int i = 0; i < 3; ++i) {
-      EXPECT_TRUE(hosts_->pids_in_host(i).empty()) << "processes left in host " << i;
+      EXPECT_TRUE(wait_for([&] { return hosts_->pids_in_host(i).empty(); }, 10s))
+          << "processes left in host " << i << ": " << names_of(hosts_->pids_in_host(i));
     }
-    EXPECT_TRUE(processes_mentioning(dir_.path()).empty()) << "a daemon is still running";
+    EXPECT_TRUE(wait_for([&] { return processes_mentioning(dir_.path()).empty(); }, 10s))
+        << "a daemon is still running";
     int sessions = 0;
     for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
       if (entry.path() == agent_) continue;

@@ -13,6 +13,7 @@
 #include "tests/launch/mpi/mpirun_support.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait_for.h"
 
 namespace halo::test {
 namespace {
@@ -35,7 +36,8 @@ TEST(MpiOneMachine, RanksShareTheMachinesNodeDaemonAndMoveObjectsThroughIt) {
   EXPECT_EQ(rank_nodes(run->output).size(), 1u) << "ranks of one machine use one node daemon:\n"
                                                 << run->output;
   // shutdown() stopped the daemons and removed their session folders.
-  EXPECT_TRUE(processes_mentioning(dir.path()).empty()) << "a daemon is still running";
+  EXPECT_TRUE(wait_for([&] { return processes_mentioning(dir.path()).empty(); }, 10s))
+      << "a daemon is still running";
   EXPECT_TRUE(folder_is_empty(dir.path())) << "session folders left in " << dir.path();
 }
 
@@ -162,7 +164,8 @@ TEST(MpiOneMachine, AGcsPortInUseFailsSayingSo) {
   EXPECT_NE(run->output.find("the halo cluster did not start"), std::string::npos) << run->output;
   EXPECT_NE(run->output.find(std::to_string(port)), std::string::npos) << run->output;
   EXPECT_NE(run->output.find("in use"), std::string::npos) << run->output;
-  EXPECT_TRUE(processes_mentioning(dir.path()).empty()) << "a daemon is still running";
+  EXPECT_TRUE(wait_for([&] { return processes_mentioning(dir.path()).empty(); }, 10s))
+      << "a daemon is still running";
 }
 
 }  // namespace

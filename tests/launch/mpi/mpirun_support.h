@@ -64,6 +64,18 @@ inline std::vector<pid_t> processes_mentioning(const std::string& text) {
   return pids;
 }
 
+// "pid (name), ..." for failure messages.
+inline std::string names_of(const std::vector<pid_t>& pids) {
+  std::string out;
+  for (pid_t pid : pids) {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    out += (out.empty() ? "" : ", ") + std::to_string(pid) + " (" + name + ")";
+  }
+  return out;
+}
+
 inline bool folder_is_empty(const std::string& path) {
   std::error_code ec;
   return !std::filesystem::exists(path, ec) || std::filesystem::is_empty(path, ec);
