@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "halo/base/machine_topology.h"
+
 namespace halo::node {
 namespace {
 
@@ -36,13 +38,6 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> split_pairs(const std
   }
   return pairs;
 }
-
-struct Topology {
-  hwloc_topology_t topology = nullptr;
-  ~Topology() {
-    if (topology != nullptr) hwloc_topology_destroy(topology);
-  }
-};
 
 }  // namespace
 
@@ -87,17 +82,17 @@ StatusOr<NodeResources> node_resources(const NodeConfig& config) {
   double cpus = config.num_cpus;
   double memory = static_cast<double>(config.memory_bytes);
   if (config.num_cpus < 0 || config.memory_bytes < 0) {
-    Topology topo;
-    if (hwloc_topology_init(&topo.topology) != 0 || hwloc_topology_load(topo.topology) != 0) {
+    StatusOr<hwloc_topology_t> topology = machine_topology();
+    if (!topology.ok()) {
       return internal_error(
-          "hwloc cannot read this machine's topology; pass --num-cpus and --memory-bytes");
+          str_cat(topology.status().message(), "; pass --num-cpus and --memory-bytes"));
     }
     if (config.num_cpus < 0) {
-      cpus = hwloc_bitmap_weight(hwloc_topology_get_allowed_cpuset(topo.topology));
-      if (cpus <= 0) cpus = hwloc_get_nbobjs_by_type(topo.topology, HWLOC_OBJ_PU);
+      cpus = hwloc_bitmap_weight(hwloc_topology_get_allowed_cpuset(*topology));
+      if (cpus <= 0) cpus = hwloc_get_nbobjs_by_type(*topology, HWLOC_OBJ_PU);
     }
     if (config.memory_bytes < 0) {
-      memory = static_cast<double>(hwloc_get_root_obj(topo.topology)->total_memory);
+      memory = static_cast<double>(hwloc_get_root_obj(*topology)->total_memory);
     }
   }
   out.resources["CPU"] = cpus;

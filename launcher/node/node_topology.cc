@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "halo/base/machine_topology.h"
+
 namespace halo::node {
 namespace {
 
@@ -24,13 +26,6 @@ std::string interface_of(const std::string& address) {
   }
   return "";
 }
-
-struct Topology {
-  hwloc_topology_t t = nullptr;
-  ~Topology() {
-    if (t != nullptr) hwloc_topology_destroy(t);
-  }
-};
 
 std::string plural(int n, const char* one, const char* many) {
   return str_cat(n, " ", n == 1 ? one : many);
@@ -56,39 +51,34 @@ std::string NodeTopology::summary() const {
 
 StatusOr<NodeTopology> discover_topology(const std::string& host_address,
                                          const std::string& net_interface) {
-  Topology topo;
-  if (hwloc_topology_init(&topo.t) != 0) return internal_error("hwloc_topology_init failed");
-  hwloc_topology_set_io_types_filter(topo.t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
-  if (hwloc_topology_load(topo.t) != 0) {
-    return internal_error("hwloc cannot read this machine's topology");
-  }
+  HALO_ASSIGN_OR_RETURN(hwloc_topology_t topology, machine_topology());
   NodeTopology out;
-  out.numa_nodes = hwloc_get_nbobjs_by_type(topo.t, HWLOC_OBJ_NUMANODE);
-  out.cores = hwloc_get_nbobjs_by_type(topo.t, HWLOC_OBJ_CORE);
-  out.pus = hwloc_get_nbobjs_by_type(topo.t, HWLOC_OBJ_PU);
-  hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(topo.t);
+  out.numa_nodes = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_NUMANODE);
+  out.cores = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE);
+  out.pus = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_PU);
+  hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(topology);
   for (int i = 0; i < out.pus; ++i) {
-    hwloc_obj_t pu = hwloc_get_obj_by_type(topo.t, HWLOC_OBJ_PU, static_cast<unsigned>(i));
+    hwloc_obj_t pu = hwloc_get_obj_by_type(topology, HWLOC_OBJ_PU, static_cast<unsigned>(i));
     if (pu != nullptr && hwloc_bitmap_isset(allowed, pu->os_index)) out.allowed_pus.push_back(i);
   }
   out.nic = net_interface.empty() ? interface_of(host_address) : net_interface;
   hwloc_obj_t near = nullptr;
-  for (hwloc_obj_t dev = hwloc_get_next_osdev(topo.t, nullptr); dev != nullptr && !out.nic.empty();
-       dev = hwloc_get_next_osdev(topo.t, dev)) {
+  for (hwloc_obj_t dev = hwloc_get_next_osdev(topology, nullptr);
+       dev != nullptr && !out.nic.empty(); dev = hwloc_get_next_osdev(topology, dev)) {
     if (dev->name == nullptr || out.nic != dev->name) continue;
-    near = hwloc_get_non_io_ancestor_obj(topo.t, dev);
+    near = hwloc_get_non_io_ancestor_obj(topology, dev);
     break;
   }
   if (near != nullptr) {
     const int os_node = hwloc_bitmap_first(near->nodeset);
     if (hwloc_obj_t numa = os_node < 0 ? nullptr
                                        : hwloc_get_numanode_obj_by_os_index(
-                                             topo.t, static_cast<unsigned>(os_node))) {
+                                             topology, static_cast<unsigned>(os_node))) {
       out.nic_numa_node = static_cast<int>(numa->logical_index);
     }
   }
   for (int i : out.allowed_pus) {
-    hwloc_obj_t pu = hwloc_get_obj_by_type(topo.t, HWLOC_OBJ_PU, static_cast<unsigned>(i));
+    hwloc_obj_t pu = hwloc_get_obj_by_type(topology, HWLOC_OBJ_PU, static_cast<unsigned>(i));
     if (near == nullptr || hwloc_bitmap_intersects(pu->cpuset, near->cpuset)) {
       out.pus_near_nic.push_back(i);
     }

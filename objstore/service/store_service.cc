@@ -77,6 +77,7 @@ StatusOr<std::unique_ptr<StoreService>> StoreService::start(
   options.segment.numa_node = config.numa_node;
   options.segment.net_interface = net_interface;
   options.segment.prefault = config.object_store_prefault;
+  options.segment.prefault_in_background = config.object_store_prefault_background;
   options.segment.lock_memory = config.object_store_lock_memory;
   options.spill_dir = config.spill_dir;
   options.spill_prefix = node_id.to_hex();

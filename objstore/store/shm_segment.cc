@@ -8,11 +8,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <string_view>
 
 #include "halo/base/logging.h"
+#include "halo/base/machine_topology.h"
+#include "objstore/store/available_memory.h"
 #include "objstore/store/byte_count.h"
 
 namespace halo::objstore {
@@ -23,34 +27,6 @@ constexpr char kMemfdName[] = "halo-object-store";
 constexpr std::string_view kMemfdLinkPrefix = "/memfd:halo-object-store";
 
 uint64_t page_size() { return static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)); }
-
-class Topology {
- public:
-  Topology() = default;
-  ~Topology() {
-    if (topology_ != nullptr) hwloc_topology_destroy(topology_);
-  }
-  Topology(const Topology&) = delete;
-  Topology& operator=(const Topology&) = delete;
-
-  // Reads the machine; with `io`, also its PCI devices and their OS names (network
-  // interfaces), which costs a few milliseconds more.
-  Status load(bool io) {
-    if (hwloc_topology_init(&topology_) != 0) {
-      return internal_error("hwloc cannot initialize a topology");
-    }
-    if (io) hwloc_topology_set_io_types_filter(topology_, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
-    if (hwloc_topology_load(topology_) != 0) {
-      return internal_error(str_cat("hwloc cannot read this machine's topology: ",
-                                    std::strerror(errno), "; pass --numa-node explicitly"));
-    }
-    return Status();
-  }
-  hwloc_topology_t get() const { return topology_; }
-
- private:
-  hwloc_topology_t topology_ = nullptr;
-};
 
 class Bitmap {
  public:
@@ -87,8 +63,7 @@ hwloc_obj_t nearest_numa_node_of_nic(hwloc_topology_t topology, const std::strin
   return nullptr;
 }
 
-StatusOr<NumaChoice> choose_numa_node(const Topology& topo, const SegmentOptions& options) {
-  hwloc_topology_t topology = topo.get();
+StatusOr<NumaChoice> choose_numa_node(hwloc_topology_t topology, const SegmentOptions& options) {
   const int nodes = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_NUMANODE);
   if (options.numa_node >= 0) {
     hwloc_obj_t node = hwloc_get_obj_by_type(topology, HWLOC_OBJ_NUMANODE,
@@ -124,16 +99,16 @@ StatusOr<NumaChoice> choose_numa_node(const Topology& topo, const SegmentOptions
 // is a warning, a numa_node this machine lacks an error.
 StatusOr<std::string> bind_to_numa_node(const SegmentOptions& options, std::byte* data,
                                         uint64_t size) {
-  Topology topo;
-  const bool io = options.numa_node < 0 && !options.net_interface.empty();
-  if (Status loaded = topo.load(io); !loaded.ok()) {
-    log::warn("object store: {}; the segment is not NUMA-bound", loaded);
+  StatusOr<hwloc_topology_t> topology = machine_topology();
+  if (!topology.ok()) {
+    log::warn("object store: {}; the segment is not NUMA-bound (pass --numa-node explicitly)",
+              topology.status());
     return std::string("not NUMA-bound (no topology)");
   }
-  HALO_ASSIGN_OR_RETURN(const NumaChoice choice, choose_numa_node(topo, options));
+  HALO_ASSIGN_OR_RETURN(const NumaChoice choice, choose_numa_node(*topology, options));
   if (choice.node == nullptr) return str_cat("not NUMA-bound (", choice.why, ")");
   const unsigned index = choice.node->logical_index;
-  if (hwloc_set_area_membind(topo.get(), data, size, choice.node->nodeset, HWLOC_MEMBIND_BIND,
+  if (hwloc_set_area_membind(*topology, data, size, choice.node->nodeset, HWLOC_MEMBIND_BIND,
                              HWLOC_MEMBIND_BYNODESET) != 0) {
     const int err = errno;
     log::warn(
@@ -146,12 +121,13 @@ StatusOr<std::string> bind_to_numa_node(const SegmentOptions& options, std::byte
   return str_cat("NUMA node ", index, " (", choice.why, ")");
 }
 
-Status prefault(std::byte* data, uint64_t size) {
+// Pre-faults [data, data + size), part of a store of `store_size` bytes (for the message).
+Status prefault(std::byte* data, uint64_t size, uint64_t store_size) {
 #ifdef MADV_POPULATE_WRITE
   if (::madvise(data, size, MADV_POPULATE_WRITE) == 0) return Status();
   const int err = errno;
   if (err == ENOMEM || err == EFAULT) {
-    return resource_exhausted_error(str_cat("cannot pre-fault the ", format_bytes(size),
+    return resource_exhausted_error(str_cat("cannot pre-fault the ", format_bytes(store_size),
                                             " object store: the machine has not "
                                             "that much free memory; lower --object-store-memory"));
   }
@@ -164,6 +140,16 @@ Status prefault(std::byte* data, uint64_t size) {
   return Status();
 }
 
+// A store of `size` bytes fits in what the machine and this process's cgroup have left.
+Status check_memory_available(uint64_t size) {
+  const AvailableMemory available = available_memory();
+  if (size <= available.bytes) return Status();
+  return resource_exhausted_error(str_cat("cannot pre-fault the ", format_bytes(size),
+                                          " object store: only ", format_bytes(available.bytes),
+                                          " of memory is available (", available.source,
+                                          "); lower --object-store-memory"));
+}
+
 std::string memlock_limit() {
   struct rlimit limit {};
   if (::getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return "unknown";
@@ -171,10 +157,9 @@ std::string memlock_limit() {
   return format_bytes(limit.rlim_cur);
 }
 
-// mlock(2); a refusal is a warning. Returns the phrase for describe().
-std::string lock(std::byte* data, uint64_t size) {
-  if (::mlock(data, size) == 0) return "locked";
-  const int err = errno;
+// Logs why mlock(2) of the `size`-byte segment was refused (errno `err`) and what to do; returns
+// the phrase for describe().
+std::string lock_refused(uint64_t size, int err) {
   const std::string limit = memlock_limit();
   log::warn(
       "object store: cannot lock the {} segment in memory (mlock: {}); RLIMIT_MEMLOCK is {}. "
@@ -183,6 +168,12 @@ std::string lock(std::byte* data, uint64_t size) {
       "/etc/security/limits.conf, or LimitMEMLOCK=infinity in its systemd unit",
       format_bytes(size), std::strerror(err), limit);
   return str_cat("not locked: RLIMIT_MEMLOCK ", limit);
+}
+
+// mlock(2); a refusal is a warning. Returns the phrase for describe().
+std::string lock(std::byte* data, uint64_t size) {
+  if (::mlock(data, size) == 0) return "locked";
+  return lock_refused(size, errno);
 }
 
 // True when `pid` no longer runs: no /proc entry, or a zombie waiting to be reaped.
@@ -227,11 +218,64 @@ StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::create(const SegmentOptions& o
   segment->data_ = static_cast<std::byte*>(data);
 
   HALO_ASSIGN_OR_RETURN(const std::string numa, bind_to_numa_node(options, segment->data_, size));
-  if (options.prefault) HALO_RETURN_IF_ERROR(prefault(segment->data_, size));
+  if (options.prefault) HALO_RETURN_IF_ERROR(check_memory_available(size));
+  if (options.prefault && options.prefault_in_background) {
+    segment->description_ =
+        str_cat(format_bytes(size), " memfd, ", numa, ", pre-faulting",
+                options.lock_memory ? " and locking" : "", " in the background");
+    segment->prefaulting_ = true;
+    ShmSegment* self = segment.get();
+    segment->prefaulter_ = std::thread(
+        [self, lock_memory = options.lock_memory] { self->prefault_in_background(lock_memory); });
+    return segment;
+  }
+  if (options.prefault) HALO_RETURN_IF_ERROR(prefault(segment->data_, size, size));
   const std::string locked =
       options.lock_memory ? lock(segment->data_, size) : "not locked (lock_memory off)";
   segment->description_ = str_cat(format_bytes(size), " memfd, ", numa, ", ", locked);
   return segment;
+}
+
+void ShmSegment::prefault_in_background(bool lock_memory) {
+  // Behind the rest of the daemon, and the other daemons starting on this machine (nice 10,
+  // this thread only), in small steps: each step holds the process's mmap lock for reading, so
+  // a long one at a low priority would stall every thread that maps memory meanwhile.
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+  const auto start = std::chrono::steady_clock::now();
+  constexpr uint64_t kStep = 4 << 20;
+  Status faulted;
+  std::string locked = lock_memory ? "locked" : "not locked (lock_memory off)";
+  bool locking = lock_memory;
+  uint64_t done = 0;
+  for (; done < size_ && faulted.ok() && !stop_prefault_.load(); done += kStep) {
+    const uint64_t step = std::min(kStep, size_ - done);
+    faulted = prefault(data_ + done, step, size_);
+    if (faulted.ok() && locking && ::mlock(data_ + done, step) != 0) {
+      const int err = errno;
+      locking = false;
+      ::munlock(data_, done);  // All or nothing: describe() has one word for it.
+      locked = lock_refused(size_, err);
+    }
+  }
+  if (!faulted.ok()) {
+    log::error("object store: {}. Pages are allocated as objects are written", faulted);
+  } else if (!stop_prefault_.load()) {
+    log::info("object store: {} pre-faulted in {} ms; {}", format_bytes(size_),
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - start)
+                  .count(),
+              locked);
+  }
+  {
+    std::lock_guard lock(prefault_mu_);
+    prefaulting_ = false;
+  }
+  prefault_cv_.notify_all();
+}
+
+void ShmSegment::wait_prefaulted() const {
+  std::unique_lock lock(prefault_mu_);
+  prefault_cv_.wait(lock, [this] { return !prefaulting_; });
 }
 
 StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::attach(pid_t owner_pid, int owner_fd,
@@ -295,6 +339,8 @@ StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::attach(pid_t owner_pid, int ow
 }
 
 ShmSegment::~ShmSegment() {
+  stop_prefault_.store(true);
+  if (prefaulter_.joinable()) prefaulter_.join();
   if (data_ != nullptr) ::munmap(data_, size_);
   if (fd_ >= 0) ::close(fd_);
 }

@@ -21,16 +21,21 @@
 // So only processes of the node daemon's user (and root) can map the store; clients must run
 // as that user.
 //
-// A ShmSegment is immutable after creation; data() may be read and written from any thread
-// (what is written where is the object store's business). The destructor unmaps and closes.
+// A ShmSegment is immutable after creation (a background pre-fault only touches pages); data()
+// may be read and written from any thread (what is written where is the object store's
+// business). The destructor unmaps and closes.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "halo/base/status.h"
 
@@ -46,9 +51,16 @@ struct SegmentOptions {
   int numa_node = -1;
   // Network interface the transport uses ("ib0", "eth0"); only read when numa_node is -1.
   std::string net_interface;
-  // Touch every page now (MADV_POPULATE_WRITE, else one write per page), so that the first
-  // put does not pay for page faults and the memory is known to exist.
+  // Touch every page (MADV_POPULATE_WRITE, else one write per page), so that no put pays for
+  // page faults. create() first checks that the machine, and this process's memory cgroup,
+  // have that much memory available (available_memory.h): a store that cannot fit fails at
+  // once.
   bool prefault = true;
+  // Pre-fault (and lock) on a background thread at a low CPU priority (nice 10), in 4 MiB
+  // steps, which create() starts, instead of before create() returns. The kernel allocates and
+  // zeroes a large store at a few GB/s, so a node daemon joins its cluster that much sooner; a put
+  // into a page not yet touched pays its fault, as without pre-faulting.
+  bool prefault_in_background = false;
   // mlock(2) the segment so it is never swapped out (and RDMA registration does not pin pages
   // one by one). Refused by RLIMIT_MEMLOCK: a warning, not a failure.
   bool lock_memory = true;
@@ -67,9 +79,11 @@ class ShmSegment {
   // long (its size(), as the owner told the client). Errors: UNAVAILABLE when the owner is
   // gone; NOT_FOUND when it has no such descriptor; PERMISSION_DENIED when the owner runs as
   // another user; INVALID_ARGUMENT when the descriptor is not a halo object store or its size
-  // is not `size`. The mapping is populated up front (no page faults on first touch).
+  // is not `size`. The mapping is populated up front (no page faults on first touch; pages the
+  // owner had not touched yet are allocated now).
   static StatusOr<std::unique_ptr<ShmSegment>> attach(pid_t owner_pid, int owner_fd, uint64_t size);
 
+  // Stops a background pre-fault (at its next 4 MiB step), unmaps and closes.
   ~ShmSegment();
   ShmSegment(const ShmSegment&) = delete;
   ShmSegment& operator=(const ShmSegment&) = delete;
@@ -80,16 +94,26 @@ class ShmSegment {
   // The memfd (this process's descriptor); what clients pass to attach() with this pid.
   int fd() const { return fd_; }
   // One line for logs and status: "1.0 GiB memfd, NUMA node 0, locked",
-  // "1.0 GiB memfd, not NUMA-bound (one NUMA node), not locked: RLIMIT_MEMLOCK 8.0 MiB".
+  // "1.0 GiB memfd, not NUMA-bound (one NUMA node), not locked: RLIMIT_MEMLOCK 8.0 MiB",
+  // "1.0 GiB memfd, NUMA node 0, pre-faulting and locking in the background". (The
+  // background thread logs how it ended.)
   const std::string& describe() const { return description_; }
+  // Waits until a background pre-fault (and lock) is over; at once without one.
+  void wait_prefaulted() const;
 
  private:
   ShmSegment(int fd, std::byte* data, uint64_t size) : fd_(fd), data_(data), size_(size) {}
+  void prefault_in_background(bool lock_memory);
 
   int fd_ = -1;
   std::byte* data_ = nullptr;
   uint64_t size_ = 0;
   std::string description_;
+  std::thread prefaulter_;
+  std::atomic<bool> stop_prefault_{false};
+  mutable std::mutex prefault_mu_;
+  mutable std::condition_variable prefault_cv_;
+  bool prefaulting_ = false;  // Guarded by prefault_mu_.
 };
 
 }  // namespace halo::objstore

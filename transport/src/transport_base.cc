@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "halo/base/machine_topology.h"
 #include "transport/proto/handshake.pb.h"
 
 namespace halo::transport::internal {
@@ -49,12 +50,13 @@ bool parse(Message& message, std::span<const std::byte> bytes) {
 }
 
 void pin_current_thread(int core) {
-  hwloc_topology_t topology;
-  if (hwloc_topology_init(&topology) != 0) return;
-  if (hwloc_topology_load(topology) != 0) {
-    hwloc_topology_destroy(topology);
+  StatusOr<hwloc_topology_t> loaded = machine_topology();
+  if (!loaded.ok()) {
+    spdlog::warn("transport progress thread: {}; not pinned to core {}",
+                 loaded.status().to_string(), core);
     return;
   }
+  hwloc_topology_t topology = *loaded;
   hwloc_obj_t pu = hwloc_get_obj_by_type(topology, HWLOC_OBJ_PU, static_cast<unsigned>(core));
   if (pu == nullptr) {
     spdlog::warn("transport progress thread: no core {} on this machine (it has {}); not pinned",
@@ -63,7 +65,6 @@ void pin_current_thread(int core) {
     spdlog::warn("transport progress thread: binding to core {} refused ({}); not pinned", core,
                  std::strerror(errno));
   }
-  hwloc_topology_destroy(topology);
 }
 
 }  // namespace

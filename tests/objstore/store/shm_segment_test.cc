@@ -15,7 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -23,6 +25,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "objstore/store/available_memory.h"
 
 namespace halo::objstore {
 namespace {
@@ -143,6 +147,60 @@ TEST(ShmSegment, WithoutPrefaultPagesAreNotResidentYet) {
   EXPECT_LT(resident_pages(*segment), segment->size() / kPage / 100);
 }
 
+TEST(ShmSegment, BackgroundPrefaultReturnsFirstThenMakesEveryPageResidentAndLocked) {
+  SegmentOptions options = options_of(64 << 20);
+  options.prefault_in_background = true;
+  auto segment = create_or_die(options);
+  ASSERT_NE(segment, nullptr);
+  EXPECT_NE(segment->describe().find("pre-faulting and locking in the background"),
+            std::string::npos)
+      << segment->describe();
+  // The store is usable while the thread works: a write lands and stays.
+  std::memset(segment->data() + (32 << 20), 0x5A, 4096);
+  segment->wait_prefaulted();
+  EXPECT_EQ(resident_pages(*segment), segment->size() / kPage);
+  EXPECT_EQ(static_cast<unsigned char>(segment->data()[(32 << 20) + 4095]), 0x5A);
+  struct rlimit limit {};
+  ::getrlimit(RLIMIT_MEMLOCK, &limit);
+  if (::geteuid() == 0 || limit.rlim_cur == RLIM_INFINITY) {
+    EXPECT_EQ(smaps_field(segment->data(), "Locked"), static_cast<int64_t>(segment->size()));
+  }
+}
+
+// Destroying a segment whose pre-fault has barely begun stops the thread, and nothing is left
+// mapped (a pre-fault running on after munmap would fault in someone else's memory or crash).
+TEST(ShmSegment, DestroyedWhileBackgroundPrefaultRunsStopsItAndUnmaps) {
+  SegmentOptions options = options_of(256 << 20);
+  options.prefault_in_background = true;
+  options.lock_memory = false;
+  for (int i = 0; i < 5; ++i) {
+    auto segment = create_or_die(options);
+    ASSERT_NE(segment, nullptr);
+    const void* start = segment->data();
+    segment.reset();
+    EXPECT_EQ(smaps_field(start, "Rss"), -1) << "mapping still there after round " << i;
+  }
+}
+
+TEST(ShmSegment, StoreLargerThanTheAvailableMemoryFailsAtOnceNamingTheFlag) {
+  const AvailableMemory available = available_memory();
+  ASSERT_NE(available.bytes, UINT64_MAX) << "neither /proc/meminfo nor a cgroup limit readable";
+  EXPECT_FALSE(available.source.empty());
+  for (bool background : {false, true}) {
+    SegmentOptions options = options_of(available.bytes + (1ull << 30));
+    options.prefault_in_background = background;
+    const auto start = std::chrono::steady_clock::now();
+    auto segment = ShmSegment::create(options);
+    ASSERT_FALSE(segment.ok());
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+    EXPECT_EQ(segment.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(segment.status().message().find("--object-store-memory"), std::string::npos)
+        << segment.status();
+    EXPECT_NE(segment.status().message().find(available.source), std::string::npos)
+        << segment.status();
+  }
+}
+
 TEST(ShmSegment, LockedWhenTheLimitAllows) {
   const uint64_t size = 4 << 20;
   struct rlimit limit {};
@@ -156,18 +214,25 @@ TEST(ShmSegment, LockedWhenTheLimitAllows) {
   EXPECT_EQ(smaps_field(segment->data(), "Locked"), static_cast<int64_t>(segment->size()));
 }
 
+// In a child: RLIMIT_MEMLOCK of `bytes` (at most the hard limit) and, for root, no CAP_IPC_LOCK
+// (which ignores the limit). 0, or 10-12 for the step that failed.
+int limit_memlock(rlim_t bytes) {
+  struct rlimit limit {};
+  ::getrlimit(RLIMIT_MEMLOCK, &limit);
+  limit.rlim_cur = std::min(bytes, limit.rlim_max);
+  if (::setrlimit(RLIMIT_MEMLOCK, &limit) != 0) return 10;
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct caps[2] = {};
+  if (::syscall(SYS_capget, &header, caps) != 0) return 11;
+  caps[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+  if (::syscall(SYS_capset, &header, caps) != 0) return 12;
+  return 0;
+}
+
 // In a child: a 64 KiB RLIMIT_MEMLOCK and, for root, no CAP_IPC_LOCK (which ignores the limit).
 TEST(ShmSegment, RefusedLockIsAWarningNamingTheLimitNotAFailure) {
   const int code = run_in_child([] {
-    struct rlimit limit {};
-    ::getrlimit(RLIMIT_MEMLOCK, &limit);
-    limit.rlim_cur = 64 << 10;
-    if (::setrlimit(RLIMIT_MEMLOCK, &limit) != 0) return 10;
-    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct caps[2] = {};
-    if (::syscall(SYS_capget, &header, caps) != 0) return 11;
-    caps[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
-    if (::syscall(SYS_capset, &header, caps) != 0) return 12;
+    if (const int failed = limit_memlock(64 << 10); failed != 0) return failed;
     auto segment = ShmSegment::create(options_of(4 << 20));
     if (!segment.ok()) return 13;
     if ((*segment)->describe().find("not locked: RLIMIT_MEMLOCK 64.0 KiB") == std::string::npos) {
@@ -177,6 +242,25 @@ TEST(ShmSegment, RefusedLockIsAWarningNamingTheLimitNotAFailure) {
   });
   EXPECT_EQ(code, 0) << "10-12: cannot set up the limit; 13: create failed; 14: describe() "
                         "does not name the limit";
+}
+
+// In the background, a refused lock leaves the store whole and usable: every page resident,
+// none locked (all or nothing), the thread ended.
+TEST(ShmSegment, RefusedLockInTheBackgroundLeavesEveryPageResidentAndNoneLocked) {
+  const int code = run_in_child([] {
+    // Room for some 4 MiB steps (when the hard limit allows), not for the whole store.
+    if (const int failed = limit_memlock(64 << 20); failed != 0) return failed;
+    SegmentOptions options = options_of(96 << 20);
+    options.prefault_in_background = true;
+    auto segment = ShmSegment::create(options);
+    if (!segment.ok()) return 13;
+    (*segment)->wait_prefaulted();
+    if (resident_pages(**segment) != (*segment)->size() / kPage) return 14;
+    if (smaps_field((*segment)->data(), "Locked") != 0) return 15;
+    return 0;
+  });
+  EXPECT_EQ(code, 0) << "10-12: cannot set up the limit; 13: create failed; 14: not every page "
+                        "resident; 15: some pages left locked";
 }
 
 // The OS index of the NUMA node holding the page at `address`, or -1.
