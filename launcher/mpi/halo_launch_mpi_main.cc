@@ -3,7 +3,8 @@
 //   mpirun -np 3 --map-by ppr:1:node halo-launch-mpi                      # until stopped
 //   mpirun -np 3 --map-by ppr:1:node halo-launch-mpi -- ./driver ARGS...  # for one driver
 //
-// Rank 0 starts halo-gcs and broadcasts its address and a new cluster secret with MPI; every
+// Rank 0 starts halo-gcs (while MPI_Init runs: mpirun's environment names rank 0) and
+// broadcasts its address and a new cluster secret with MPI; every
 // machine's lowest rank starts a halo-node that joins it (launcher/mpi/mpi_cluster.h). Once
 // every node is a member, rank 0 prints HALO_ADDRESS and HALO_SECRET_FILE (and writes them to
 // --env-file), then either runs the driver on its machine with HALO_ADDRESS, HALO_SECRET_FILE
@@ -136,13 +137,15 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  MPI_Init(&argc, &argv);
   launcher::MpiClusterOptions options;
   options.host = config.host;
   options.node_flags = split_words(config.node_flags);
   options.gcs_flags = split_words(config.gcs_flags);
   options.bin_dir = config.bin_dir;
   options.start_timeout = std::chrono::seconds(config.start_timeout_s);
+  // Rank 0 (as mpirun's environment says) starts the GCS while MPI initializes.
+  options.early_gcs = launcher::start_gcs_early(options);
+  MPI_Init(&argc, &argv);
   auto cluster = MpiCluster::start(MPI_COMM_WORLD, std::move(options));
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

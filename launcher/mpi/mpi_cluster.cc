@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <thread>
 
 #include "gcs/client/cluster_secret.h"
@@ -53,19 +54,59 @@ Status agree_on(const Status& mine, MPI_Comm comm) {
   return unavailable_error(str_cat("rank ", first, ": ", message));
 }
 
+int world_rank_before_init() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') continue;
+    char* end = nullptr;
+    const long rank = std::strtol(value, &end, 10);
+    if (*end == '\0' && rank >= 0 && rank <= INT_MAX) return static_cast<int>(rank);
+  }
+  return -1;
+}
+
+namespace {
+
+LocalClusterOptions gcs_options(const MpiClusterOptions& options, const std::string& host) {
+  LocalClusterOptions o;
+  o.host = host;
+  o.bin_dir = options.bin_dir;
+  o.temp_dir = options.temp_dir;
+  o.start_timeout = options.start_timeout;
+  o.num_nodes = 0;
+  o.gcs_flags = options.gcs_flags;
+  return o;
+}
+
+}  // namespace
+
+std::future<StatusOr<std::unique_ptr<LocalCluster>>> start_gcs_early(
+    const MpiClusterOptions& options) {
+  if (world_rank_before_init() != 0 || !options.join_address.empty()) return {};
+  // The same address launch() settles on (it fails there, on every rank, if there is none).
+  auto host = this_host_address(options.host);
+  if (!host.ok()) return {};
+  return std::async(std::launch::async, [o = gcs_options(options, *host)]() mutable {
+    return LocalCluster::start(std::move(o));
+  });
+}
+
 StatusOr<std::unique_ptr<MpiCluster>> MpiCluster::start(MPI_Comm comm, MpiClusterOptions options) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) return failed_precondition_error("MPI is not initialized: call MPI_Init first");
   std::unique_ptr<MpiCluster> cluster(new MpiCluster(std::move(options)));
   MpiCluster& c = *cluster;
-  MPI_Comm_dup(comm, &c.comm_);
+  MPI_Request request;
+  MPI_Comm_idup(comm, &c.comm_, &request);
+  wait_gently(request);
   MPI_Comm_rank(c.comm_, &c.rank_);
   MPI_Comm_size(c.comm_, &c.size_);
   MPI_Comm_split_type(c.comm_, MPI_COMM_TYPE_SHARED, c.rank_, MPI_INFO_NULL, &c.machine_comm_);
   MPI_Comm_rank(c.machine_comm_, &c.machine_rank_);
   const int leader = c.machine_rank_ == 0 ? 1 : 0;
-  MPI_Allreduce(&leader, &c.machines_, 1, MPI_INT, MPI_SUM, c.comm_);
+  MPI_Iallreduce(&leader, &c.machines_, 1, MPI_INT, MPI_SUM, c.comm_, &request);
+  wait_gently(request);
   Status started = c.launch();
   if (!started.ok()) {
     (void)c.stop_here();  // What went wrong, `started` says.
@@ -116,6 +157,9 @@ Status MpiCluster::launch() {
 }
 
 Status MpiCluster::start_gcs() {
+  if (options_.early_gcs.valid() && (rank_ != 0 || !options_.join_address.empty())) {
+    options_.early_gcs = {};  // Waits for that start to end; the cluster's destructor stops it.
+  }
   if (!options_.join_address.empty()) {
     gcs_address_ = options_.join_address;
     if (options_.join_secret_file.empty()) {
@@ -127,10 +171,11 @@ Status MpiCluster::start_gcs() {
     return Status();
   }
   if (rank_ != 0) return Status();
-  LocalClusterOptions o = daemon_options();
-  o.num_nodes = 0;
-  o.gcs_flags = options_.gcs_flags;
-  HALO_ASSIGN_OR_RETURN(gcs_cluster_, LocalCluster::start(std::move(o)));
+  if (options_.early_gcs.valid()) {
+    HALO_ASSIGN_OR_RETURN(gcs_cluster_, options_.early_gcs.get());
+  } else {
+    HALO_ASSIGN_OR_RETURN(gcs_cluster_, LocalCluster::start(gcs_options(options_, host_)));
+  }
   gcs_address_ = gcs_cluster_->gcs_address();
   HALO_ASSIGN_OR_RETURN(secret_, gcs::read_secret_file(gcs_cluster_->secret_file()));
   return Status();

@@ -8,8 +8,9 @@
 //   HALO_RETURN_IF_ERROR(cluster->stop());  // Collective too.
 //
 // How it comes up, collectively over the communicator:
-//   1. Rank 0 starts halo-gcs on a free port of its machine, with a new cluster secret, and
-//      broadcasts the GCS's address and the secret with MPI. (When `join_address` names a
+//   1. Rank 0 starts halo-gcs on a free port of its machine, with a new cluster secret (or
+//      takes the one start_gcs_early() began before MPI_Init), and broadcasts the GCS's
+//      address and the secret with MPI. (When `join_address` names a
 //      running cluster, nothing is started: every rank reads `join_secret_file`.)
 //   2. On each machine (the ranks MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) puts together),
 //      the lowest rank starts one halo-node that joins the GCS, unless it joins a running
@@ -30,6 +31,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +60,9 @@ struct MpiClusterOptions {
   std::string bin_dir;                  // Where halo-gcs and halo-node are (find_program()).
   std::string temp_dir;                 // For the session folders; empty: $HALO_TEMP_DIR.
   std::chrono::milliseconds start_timeout{60'000};
+  // Rank 0's GCS, already starting (start_gcs_early()): start() takes it instead of starting
+  // one. Ignored, and the GCS stopped, on any other rank or when joining a running cluster.
+  std::future<StatusOr<std::unique_ptr<LocalCluster>>> early_gcs;
 };
 
 class MpiCluster {
@@ -123,6 +128,17 @@ class MpiCluster {
   bool stopped_ = false;
   Status stop_status_;
 };
+
+// The rank the launcher gave this process in MPI_COMM_WORLD, read from its environment
+// (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK) so that it is known before MPI_Init; -1 when
+// none is set.
+int world_rank_before_init();
+
+// On the process world_rank_before_init() names 0: starts the GCS on another thread, for
+// MpiClusterOptions::early_gcs, so that its start overlaps MPI_Init (which takes tens of
+// milliseconds). Elsewhere: an empty future. `options` as for start().
+std::future<StatusOr<std::unique_ptr<LocalCluster>>> start_gcs_early(
+    const MpiClusterOptions& options);
 
 // Collectives that wait gently (below): a rank waiting for another to start a daemon leaves
 // the cores to it, where MPI's blocking calls would spin.
