@@ -9,6 +9,14 @@
                    the time Slurm itself takes to run an empty 3-node step (`srun -N3 true`) in
                    the same run. Ratio = peer / halo (target >= 0.5: halo's start at most twice
                    an empty step). Each halo job starts after the queue is empty again.
+  cluster_start_seconds_vs_empty_batch
+                   the same halo jobs against an empty 3-node batch job (sbatch to its script's
+                   first line), run in the same rounds: how much of halo's time is Slurm's own
+                   start of a batch job (its scheduler takes batch jobs about once a second).
+                   Every batch job is submitted at a random point of that second.
+  cluster_start_in_job_seconds
+                   halo's own part: from the template's first line to every node ALIVE (the
+                   template reports it), against the same empty steps.
 
   mpirun_start_seconds
                    from `mpirun -np 3 --map-by ppr:1:node halo-launch-mpi -- DRIVER` to the
@@ -18,13 +26,15 @@
                    pairs alternating; the driver only writes the time. Ratio = peer / halo.
 
 Runs on its own local Slurm cluster of three nodes (slurm/local-slurm.sh, started and stopped
-here; needs root and the Slurm packages of scripts/install-deps.sh). Pairs alternate: one
-halo job, then one empty step.
+here; needs root and the Slurm packages of scripts/install-deps.sh). Rounds alternate: one
+halo job, one empty step, one empty batch job.
 """
 
 import argparse
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -146,23 +156,45 @@ def main():
                     raise MeasurementError(f"a job did not end; see {work}")
                 time.sleep(0.01)
 
-        def halo_run():
-            stamp = os.path.join(work, f"started-{time.monotonic_ns()}")
+        in_job = []  # Per halo job: batch script start to every node ALIVE, as it reports.
+
+        def submit_at_a_random_phase():
+            """Slurm starts batch jobs at its scheduler's next pass, about once a second: a
+            submission right after a job ended waits almost a full second, one just before the
+            pass hardly at all. Both halo's jobs and the empty ones are submitted at a random
+            point of that second, as users' submissions are."""
+            time.sleep(random.uniform(0, 1))
+
+        def batch_job(command, output, what):
+            """Submits `command` plus a fresh stamp file's path (3 nodes) at a random phase,
+            waits for the stamp, then for the queue to empty. Returns the seconds from sbatch
+            to the time in the stamp, and the job id."""
+            stamp = os.path.join(work, f"stamp-{time.monotonic_ns()}")
+            submit_at_a_random_phase()
             t0 = time.time()
-            subprocess.run(["sbatch", "--parsable", f"--nodes={NODES}",
-                            "-o", os.path.join(work, "job-%j.out"),
-                            os.path.join(ROOT, "slurm", "halo.sbatch"), driver, stamp],
-                           env=env, cwd=work, check=True, capture_output=True)
+            job_id = subprocess.run(["sbatch", "--parsable", f"--nodes={NODES}", "-o", output]
+                                    + command + [stamp], env=env, cwd=work, check=True,
+                                    capture_output=True, text=True).stdout.strip().split(";")[0]
             deadline = time.monotonic() + 120
             while not (os.path.exists(stamp) and os.path.getsize(stamp) > 0):
                 if time.monotonic() > deadline:
-                    raise MeasurementError(f"the halo job did not start its driver in 120 s; "
-                                           f"see {work}")
+                    raise MeasurementError(f"{what} did not start in 120 s; see {work}")
                 time.sleep(0.002)
             with open(stamp) as f:
                 started = float(f.read())
             wait_for_empty_queue(deadline)
-            return started - t0
+            return started - t0, job_id
+
+        def halo_run():
+            seconds, job_id = batch_job([os.path.join(ROOT, "slurm", "halo.sbatch"), driver],
+                                        os.path.join(work, "job-%j.out"),
+                                        "the halo job's driver")
+            with open(os.path.join(work, f"job-{job_id}.out")) as f:
+                alive = re.search(r"ALIVE (\d+) ms after the job began", f.read())
+            if alive is None:
+                raise MeasurementError(f"job {job_id} did not report its start; see {work}")
+            in_job.append(int(alive.group(1)) / 1000)
+            return seconds
 
         def peer_run():
             t0 = time.monotonic()
@@ -170,15 +202,42 @@ def main():
                            env=env, cwd=work, check=True)
             return time.monotonic() - t0
 
-        log(f"cluster_start_seconds: {args.pairs} pairs, {NODES} nodes")
-        records = [pairwise.point("cluster_start_seconds", halo_run, peer_run, args.pairs, "s",
-                                  False, "srun -N3 true (an empty 3-node step)", backend="ucx",
-                                  transport="tcp-loopback", nodes=NODES)]
+        def empty_batch_run():
+            """An empty 3-node batch job, from sbatch to its script's first line: what Slurm
+            itself takes to start the job halo's template runs in."""
+            return batch_job([driver], "/dev/null", "the empty batch job")[0]
+
+        log(f"cluster_start_seconds: {args.pairs} rounds of a halo job, an empty 3-node step "
+            f"and an empty 3-node batch job, {NODES} nodes")
+        # Not measured: the first job after the cluster starts waits for Slurm's first
+        # scheduling pass (about 3 s).
+        empty_batch_run()
+        halo_values, step_values, batch_values = [], [], []
+        for i in range(args.pairs):
+            halo_values.append(halo_run())
+            step_values.append(peer_run())
+            batch_values.append(empty_batch_run())
+            log(f"    round {i + 1}/{args.pairs}: halo {halo_values[-1]:.3f} s (ALIVE "
+                f"{in_job[-1]:.3f} s after its batch script began), empty step "
+                f"{step_values[-1]:.3f} s, empty batch job {batch_values[-1]:.3f} s")
+        labels = {"backend": "ucx", "transport": "tcp-loopback", "nodes": NODES}
+        records = [
+            pairwise.record_of("cluster_start_seconds", halo_values, step_values, "s", False,
+                               "srun -N3 true (an empty 3-node step)", **labels),
+            # Context, not the issue's metric: Slurm starts a batch job only at its scheduler's
+            # next pass (about once a second), which an srun allocation does not wait for.
+            pairwise.record_of("cluster_start_seconds_vs_empty_batch", halo_values,
+                               batch_values, "s", False,
+                               "sbatch -N3 of an empty script, to its first line", **labels),
+            # halo's own part: from its batch script's first line to every node ALIVE (which
+            # includes Slurm launching the nodes' step), against the same empty steps.
+            pairwise.record_of("cluster_start_in_job_seconds", in_job, step_values, "s", False,
+                               "srun -N3 true (an empty 3-node step)", **labels)]
         records.append(run_mpirun_job(env, work, build, args.pairs))
         pairwise.write_records(out, records)
-        print(f"{'metric':<24} {'halo s':>8} {'peer s':>8} {'ratio':>6} {'min-max':>11}")
+        print(f"{'metric':<38} {'halo s':>8} {'peer s':>8} {'ratio':>6} {'min-max':>11}")
         for record in records:
-            print(f"{record['metric']:<24} {record['halo']:>8.3f} {record['peer']:>8.3f} "
+            print(f"{record['metric']:<38} {record['halo']:>8.3f} {record['peer']:>8.3f} "
                   f"{record['ratio']:>6.3f} {record['ratio_min']:.2f}-{record['ratio_max']:.2f}")
         print(f"\nwrote {out}")
     finally:

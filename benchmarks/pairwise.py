@@ -24,6 +24,14 @@ def point(metric, halo_run, peer_run, pairs, unit, higher_is_better, peer_name, 
         ratios.append(h / p if higher_is_better else p / h)
         print(f"    pair {i + 1}/{pairs}: halo {h:.4g} {unit}, {peer_name} {p:.4g} {unit}, "
               f"ratio {ratios[-1]:.3f}", file=sys.stderr, flush=True)
+    return record_of(metric, halo_values, peer_values, unit, higher_is_better, peer_name,
+                     **labels)
+
+
+def record_of(metric, halo_values, peer_values, unit, higher_is_better, peer_name, **labels):
+    """The BENCH.md record of a point from its pairs' values (halo_values[i] ran next to
+    peer_values[i])."""
+    ratios = [h / p if higher_is_better else p / h for h, p in zip(halo_values, peer_values)]
     record = {"metric": metric}
     record.update(labels)
     record.update({
@@ -35,7 +43,7 @@ def point(metric, halo_run, peer_run, pairs, unit, higher_is_better, peer_name, 
         "ratio": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
-        "pairs": pairs,
+        "pairs": len(ratios),
     })
     return record
 
