@@ -1,9 +1,5 @@
 // halo.h's functions: init/shutdown and the entry points of internal/client.h, over the
 // process's ClientRuntime, with errors turned into the API's exceptions.
-#include <ifaddrs.h>
-#include <netdb.h>
-#include <sys/socket.h>
-
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -16,6 +12,7 @@
 #include "gcs/client/gcs_client.h"
 #include "gcs/proto/gcs.pb.h"
 #include "halo/base/config.h"
+#include "halo/base/ipv4_interfaces.h"
 #include "halo/base/logging.h"
 #include "halo/halo.h"
 #include "launcher/local_cluster/local_cluster.h"
@@ -82,17 +79,7 @@ std::string host_of(const std::string& address) {
 
 std::set<std::string> local_hosts() {
   std::set<std::string> hosts = {"127.0.0.1", "localhost"};
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return hosts;
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
-    char text[NI_MAXHOST];
-    if (::getnameinfo(a->ifa_addr, sizeof(sockaddr_in), text, sizeof(text), nullptr, 0,
-                      NI_NUMERICHOST) == 0) {
-      hosts.insert(text);
-    }
-  }
-  ::freeifaddrs(list);
+  for (const Ipv4Interface& i : ipv4_interfaces()) hosts.insert(i.address);
   return hosts;
 }
 

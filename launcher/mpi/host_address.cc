@@ -1,38 +1,16 @@
 #include "launcher/mpi/host_address.h"
 
 #include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netdb.h>
 #include <unistd.h>
 
 #include <memory>
 #include <vector>
 
+#include "halo/base/ipv4_interfaces.h"
+
 namespace halo::launcher {
 namespace {
-
-struct Interface {
-  std::string address;
-  bool loopback = false;
-};
-
-// This machine's IPv4 interfaces that are up, in the kernel's order.
-std::vector<Interface> interfaces_up() {
-  std::vector<Interface> out;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return out;
-  std::unique_ptr<ifaddrs, decltype(&::freeifaddrs)> guard(list, &::freeifaddrs);
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
-    if ((a->ifa_flags & IFF_UP) == 0) continue;
-    char text[INET_ADDRSTRLEN];
-    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
-    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) == nullptr) continue;
-    out.push_back({text, (a->ifa_flags & IFF_LOOPBACK) != 0});
-  }
-  return out;
-}
 
 // The IPv4 addresses `name` resolves to.
 std::vector<std::string> resolve(const std::string& name) {
@@ -53,9 +31,11 @@ std::vector<std::string> resolve(const std::string& name) {
 }  // namespace
 
 StatusOr<std::string> this_host_address(const std::string& configured) {
-  const std::vector<Interface> own = interfaces_up();
+  // This machine's IPv4 interfaces that are up, in the kernel's order.
+  std::vector<Ipv4Interface> own = ipv4_interfaces();
+  std::erase_if(own, [](const Ipv4Interface& i) { return !i.up; });
   const auto is_own = [&](const std::string& address) {
-    for (const Interface& i : own) {
+    for (const Ipv4Interface& i : own) {
       if (i.address == address) return true;
     }
     return false;
@@ -78,7 +58,7 @@ StatusOr<std::string> this_host_address(const std::string& configured) {
       if (is_own(a) && a.rfind("127.", 0) != 0) return a;
     }
   }
-  for (const Interface& i : own) {
+  for (const Ipv4Interface& i : own) {
     if (!i.loopback) return i.address;
   }
   return std::string("127.0.0.1");

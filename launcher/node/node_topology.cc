@@ -1,11 +1,10 @@
 #include "launcher/node/node_topology.h"
 
-#include <arpa/inet.h>
 #include <hwloc.h>
-#include <ifaddrs.h>
 
 #include <memory>
 
+#include "halo/base/ipv4_interfaces.h"
 #include "halo/base/machine_topology.h"
 
 namespace halo::node {
@@ -13,16 +12,8 @@ namespace {
 
 // The interface holding IPv4 `address`, or "" (loopback counts: "lo").
 std::string interface_of(const std::string& address) {
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return "";
-  std::unique_ptr<ifaddrs, decltype(&::freeifaddrs)> guard(list, &::freeifaddrs);
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
-    char text[INET_ADDRSTRLEN];
-    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
-    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr && address == text) {
-      return a->ifa_name;
-    }
+  for (const Ipv4Interface& i : ipv4_interfaces()) {
+    if (i.address == address) return i.name;
   }
   return "";
 }
