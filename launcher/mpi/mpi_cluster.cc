@@ -67,12 +67,18 @@ int world_rank_before_init() {
 
 namespace {
 
-LocalClusterOptions gcs_options(const MpiClusterOptions& options, const std::string& host) {
+// What every daemon the ranks start shares: where it listens and where its files go.
+LocalClusterOptions daemon_options(const MpiClusterOptions& options, const std::string& host) {
   LocalClusterOptions o;
   o.host = host;
   o.bin_dir = options.bin_dir;
   o.temp_dir = options.temp_dir;
   o.start_timeout = options.start_timeout;
+  return o;
+}
+
+LocalClusterOptions gcs_options(const MpiClusterOptions& options, const std::string& host) {
+  LocalClusterOptions o = daemon_options(options, host);
   o.num_nodes = 0;
   o.gcs_flags = options.gcs_flags;
   return o;
@@ -118,15 +124,6 @@ StatusOr<std::unique_ptr<MpiCluster>> MpiCluster::start(MPI_Comm comm, MpiCluste
 MpiCluster::~MpiCluster() {
   if (stopped_) return;
   if (Status s = stop_here(); !s.ok()) log::warn("stopping the MPI-started halo daemons: {}", s);
-}
-
-LocalClusterOptions MpiCluster::daemon_options() const {
-  LocalClusterOptions o;
-  o.host = host_;
-  o.bin_dir = options_.bin_dir;
-  o.temp_dir = options_.temp_dir;
-  o.start_timeout = options_.start_timeout;
-  return o;
 }
 
 Status MpiCluster::launch() {
@@ -190,7 +187,7 @@ Status MpiCluster::start_node() {
       return Status();
     }
   }
-  LocalClusterOptions o = daemon_options();
+  LocalClusterOptions o = daemon_options(options_, host_);
   o.num_nodes = 1;
   o.join_gcs_address = gcs_address_;
   o.join_secret = secret_;

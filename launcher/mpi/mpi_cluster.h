@@ -109,7 +109,6 @@ class MpiCluster {
   Status launch();
   Status start_gcs();
   Status start_node();
-  LocalClusterOptions daemon_options() const;
 
   MpiClusterOptions options_;
   MPI_Comm comm_ = MPI_COMM_NULL;

@@ -2,8 +2,6 @@
 
 #include <hwloc.h>
 
-#include <memory>
-
 #include "halo/base/ipv4_interfaces.h"
 #include "halo/base/machine_topology.h"
 
@@ -53,13 +51,7 @@ StatusOr<NodeTopology> discover_topology(const std::string& host_address,
     if (pu != nullptr && hwloc_bitmap_isset(allowed, pu->os_index)) out.allowed_pus.push_back(i);
   }
   out.nic = net_interface.empty() ? interface_of(host_address) : net_interface;
-  hwloc_obj_t near = nullptr;
-  for (hwloc_obj_t dev = hwloc_get_next_osdev(topology, nullptr);
-       dev != nullptr && !out.nic.empty(); dev = hwloc_get_next_osdev(topology, dev)) {
-    if (dev->name == nullptr || out.nic != dev->name) continue;
-    near = hwloc_get_non_io_ancestor_obj(topology, dev);
-    break;
-  }
+  hwloc_obj_t near = out.nic.empty() ? nullptr : locality_of_interface(topology, out.nic);
   if (near != nullptr) {
     const int os_node = hwloc_bitmap_first(near->nodeset);
     if (hwloc_obj_t numa = os_node < 0 ? nullptr

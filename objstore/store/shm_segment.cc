@@ -54,13 +54,8 @@ hwloc_obj_t first_numa_node(hwloc_topology_t topology, hwloc_const_nodeset_t nod
 }
 
 hwloc_obj_t nearest_numa_node_of_nic(hwloc_topology_t topology, const std::string& interface) {
-  for (hwloc_obj_t dev = hwloc_get_next_osdev(topology, nullptr); dev != nullptr;
-       dev = hwloc_get_next_osdev(topology, dev)) {
-    if (dev->name == nullptr || interface != dev->name) continue;
-    hwloc_obj_t ancestor = hwloc_get_non_io_ancestor_obj(topology, dev);
-    return ancestor == nullptr ? nullptr : first_numa_node(topology, ancestor->nodeset);
-  }
-  return nullptr;
+  hwloc_obj_t near = locality_of_interface(topology, interface);
+  return near == nullptr ? nullptr : first_numa_node(topology, near->nodeset);
 }
 
 StatusOr<NumaChoice> choose_numa_node(hwloc_topology_t topology, const SegmentOptions& options) {

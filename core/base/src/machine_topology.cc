@@ -30,4 +30,14 @@ StatusOr<hwloc_topology*> machine_topology() {
   return loaded;
 }
 
+hwloc_obj* locality_of_interface(hwloc_topology* topology, const std::string& interface) {
+  for (hwloc_obj_t dev = hwloc_get_next_osdev(topology, nullptr); dev != nullptr;
+       dev = hwloc_get_next_osdev(topology, dev)) {
+    if (dev->name != nullptr && interface == dev->name) {
+      return hwloc_get_non_io_ancestor_obj(topology, dev);
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace halo

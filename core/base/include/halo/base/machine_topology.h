@@ -9,9 +9,12 @@
 // include <hwloc.h> themselves.
 #pragma once
 
+#include <string>
+
 #include "halo/base/status.h"
 
 struct hwloc_topology;
+struct hwloc_obj;
 
 namespace halo {
 
@@ -19,5 +22,10 @@ namespace halo {
 // Loaded on the first call, under a lock; valid until the process exits. hwloc allows any
 // number of threads to read a loaded topology and to bind with it at once; never modify it.
 StatusOr<hwloc_topology*> machine_topology();
+
+// Where the network interface named `interface` ("eth0", "ib0") sits: the nearest non-I/O
+// object above it, whose cpuset holds the CPUs near the NIC and whose nodeset its NUMA nodes.
+// Null when hwloc does not see the interface.
+hwloc_obj* locality_of_interface(hwloc_topology* topology, const std::string& interface);
 
 }  // namespace halo
