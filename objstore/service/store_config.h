@@ -18,7 +18,7 @@ struct StoreConfig {
   // Touch every page at start, so that no put pays for page faults. First checks that the
   // machine (and the job's memory cgroup) has the memory: a store too large fails at once.
   bool object_store_prefault = true;
-  // Pre-fault (and mlock) on a background thread at a low CPU priority while the node
+  // Pre-fault (and mlock) on a background thread, in small steps, while the node
   // joins its cluster, instead of before: a node with a large store is ALIVE in tens of
   // milliseconds, not after the kernel has zeroed every page (about 0.3 s per GiB). The log
   // says when it is done.
@@ -50,7 +50,7 @@ struct StoreConfig {
     v("numa_node", numa_node, "NUMA node for the store's memory; -1 = nearest the NIC");
     v("object_store_prefault", object_store_prefault, "touch every store page at start");
     v("object_store_prefault_background", object_store_prefault_background,
-      "pre-fault on a low-priority thread while the node joins (false: before it joins)");
+      "pre-fault on a background thread while the node joins (false: before it joins)");
     v("object_store_lock_memory", object_store_lock_memory, "mlock the store (warns if refused)");
     v("spill_dir", spill_dir, "folder for objects spilled from a full store; empty = none");
     v("max_inline_bytes", max_inline_bytes, "largest object sent inside a message");

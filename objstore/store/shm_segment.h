@@ -56,10 +56,10 @@ struct SegmentOptions {
   // have that much memory available (available_memory.h): a store that cannot fit fails at
   // once.
   bool prefault = true;
-  // Pre-fault (and lock) on a background thread at a low CPU priority (nice 10), in 4 MiB
-  // steps, which create() starts, instead of before create() returns. The kernel allocates and
-  // zeroes a large store at a few GB/s, so a node daemon joins its cluster that much sooner; a put
-  // into a page not yet touched pays its fault, as without pre-faulting.
+  // Pre-fault (and lock) on a background thread that create() starts, in 4 MiB steps, instead
+  // of before create() returns. The kernel allocates and zeroes a large store at a few GB/s,
+  // so a node daemon joins its cluster that much sooner; a put into a page not yet touched
+  // pays its fault, as without pre-faulting.
   bool prefault_in_background = false;
   // mlock(2) the segment so it is never swapped out (and RDMA registration does not pin pages
   // one by one). Refused by RLIMIT_MEMLOCK: a warning, not a failure.
