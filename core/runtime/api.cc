@@ -211,6 +211,7 @@ StoreInfo store_info() {
   info.spilled_objects = stats->spilled_objects();
   info.evictions = stats->evictions();
   info.puts_waiting_for_room = stats->puts_waiting_for_room();
+  info.rooms_created_ahead = stats->rooms_created_ahead();
   return info;
 }
 

@@ -45,6 +45,19 @@ struct Reply {
   }
 };
 
+}  // namespace
+
+// Room created ahead for a next put of `size`: the object id it was created under, and the
+// node's answer when it arrives.
+struct AheadRoom {
+  ObjectId id;
+  size_t size = 0;
+  std::shared_ptr<Reply<objstore::proto::CreateResponse>> reply =
+      std::make_shared<Reply<objstore::proto::CreateResponse>>();
+};
+
+namespace {
+
 objstore::proto::ObjectRefProto ref_proto(const RefState& ref) {
   objstore::proto::ObjectRefProto p;
   p.set_object_id(ref.id().binary());
@@ -69,11 +82,19 @@ constexpr int kMaxBatchOps = 4096;
 // Released pins wait for company: they leave once this many are queued, or after this long.
 constexpr size_t kLazyReleases = 64;
 constexpr auto kReleaseDelay = std::chrono::milliseconds(2);
+// Put-ahead: at most this many rooms ahead (a MiB takes ~30 us to write, a round trip to the
+// node several times that); all are given back after this long without a large put.
+constexpr size_t kMaxRoomsAhead = 8;
+constexpr auto kAheadIdle = std::chrono::milliseconds(50);
+// Ids of the release timer's deadlines.
+constexpr uint64_t kReleaseDeadline = 0;
+constexpr uint64_t kAheadIdleDeadline = 1;
 
 ClientRuntime::ClientRuntime(ClientOptions options)
     : options_(std::move(options)),
       release_timer_(
-          [this](uint64_t) {
+          [this](uint64_t id) {
+            if (id == kAheadIdleDeadline) return give_back_if_idle();
             {
               std::lock_guard lock(send_mu_);
               release_timer_armed_ = false;
@@ -139,7 +160,7 @@ void ClientRuntime::push(Outgoing item) {
 void ClientRuntime::arm_release_timer_locked() {
   if (release_timer_armed_) return;
   release_timer_armed_ = true;
-  release_timer_.add(DeadlineTimer::Clock::now() + kReleaseDelay, 0);
+  release_timer_.add(DeadlineTimer::Clock::now() + kReleaseDelay, kReleaseDeadline);
 }
 
 void ClientRuntime::drain(bool all) {
@@ -280,6 +301,7 @@ StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::connect(ClientOptions op
   rt->arena_bytes_ = connected.arena_bytes();
   rt->pin_cache_bytes_ = std::min<uint64_t>(kPinCacheMaxBytes, connected.segment_size() / 16);
   if (connected.alignment() != 0) rt->alignment_ = connected.alignment();
+  rt->put_ahead_bytes_ = connected.put_ahead_bytes();
   return rt;
 }
 
@@ -310,7 +332,7 @@ ClientRuntime::~ClientRuntime() {
 
 StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     size_t size, const std::function<void(std::span<std::byte>)>& write, const PutParams& params) {
-  const ObjectId id = ObjectId::random();
+  ObjectId id = ObjectId::random();  // A large put takes its room's.
   const std::chrono::milliseconds timeout = params.timeout.value_or(options_.put_timeout);
   if (size <= max_inline_bytes_ && size <= arena_bytes_) {
     HALO_RETURN_IF_ERROR(put_in_arena(id, size, write, timeout));
@@ -326,19 +348,9 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
              "store.put_inline", request, call_timeout(timeout)))
             .status());
   } else {
-    objstore::proto::CreateRequest create;
-    create.set_object_id(id.binary());
-    create.set_size(size);
-    create.set_timeout_ms(timeout.count());
-    HALO_ASSIGN_OR_RETURN(auto created,
-                          (call<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
-                              "store.create", create, call_timeout(timeout))));
-    if (created.offset() > segment_->size() || size > segment_->size() - created.offset()) {
-      return internal_error(str_cat("the node placed object ", id.to_hex(), " (", size,
-                                    " bytes) at offset ", created.offset(),
-                                    ", outside its segment of ", segment_->size()));
-    }
-    write(std::span<std::byte>(segment_->data() + created.offset(), size));
+    HALO_ASSIGN_OR_RETURN(const Room room, room_for(size, timeout));
+    id = room.id;
+    write(std::span<std::byte>(segment_->data() + room.offset, size));
     // The seal is not waited for: nothing can refuse it (this client created the object and
     // holds its connection), and whoever reads the object meanwhile waits at the node for the
     // seal. It leaves through the outbox, so this client's later traffic comes after it (a
@@ -350,6 +362,7 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
         "store.seal", seal, 30s, [id](StatusOr<objstore::proto::SealResponse> sealed) {
           if (!sealed.ok()) log::warn("sealing object {} failed: {}", id, sealed.status());
         });
+    if (size <= put_ahead_bytes_) create_ahead(size);
   }
   {
     std::lock_guard lock(mu_);
@@ -370,6 +383,99 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     if (!made.ok()) return made.status().with_context(str_cat("HA put of object ", id.to_hex()));
   }
   return ref;
+}
+
+StatusOr<ClientRuntime::Room> ClientRuntime::room_for(size_t size,
+                                                      std::chrono::milliseconds timeout) {
+  std::unique_ptr<AheadRoom> ahead;
+  std::deque<std::unique_ptr<AheadRoom>> other_size;
+  {
+    std::lock_guard lock(ahead_mu_);
+    if (!ahead_.empty() && ahead_.front()->size == size) {
+      ahead = std::move(ahead_.front());
+      ahead_.pop_front();
+    } else {
+      other_size.swap(ahead_);
+    }
+  }
+  for (auto& room : other_size) give_back(std::move(room));
+  Room room;
+  StatusOr<objstore::proto::CreateResponse> created = internal_error("no room yet");
+  if (ahead) {
+    // Its answer is on the way if it has not arrived: sooner than a new round trip. Refused
+    // (no room to spare), the put asks for room the ordinary way.
+    created = ahead->reply->take();
+    room.id = ahead->id;
+  }
+  if (!created.ok()) {
+    room.id = ObjectId::random();
+    objstore::proto::CreateRequest create;
+    create.set_object_id(room.id.binary());
+    create.set_size(size);
+    create.set_timeout_ms(timeout.count());
+    created = call<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
+        "store.create", create, call_timeout(timeout));
+    if (!created.ok()) return created.status();
+  }
+  room.offset = created->offset();
+  if (room.offset > segment_->size() || size > segment_->size() - room.offset) {
+    return internal_error(str_cat("the node placed object ", room.id.to_hex(), " (", size,
+                                  " bytes) at offset ", room.offset, ", outside its segment of ",
+                                  segment_->size()));
+  }
+  return room;
+}
+
+void ClientRuntime::create_ahead(size_t size) {
+  std::lock_guard lock(ahead_mu_);
+  last_large_put_ = DeadlineTimer::Clock::now();
+  if (!idle_check_armed_) {
+    idle_check_armed_ = true;
+    release_timer_.add(last_large_put_ + kAheadIdle, kAheadIdleDeadline);
+  }
+  // Rooms of another size are given back by the next put of that size: this put's thread does
+  // not wait for their answers.
+  if (!ahead_.empty() && ahead_.front()->size != size) return;
+  const size_t rooms = std::clamp<size_t>(put_ahead_bytes_ / size, 1, kMaxRoomsAhead);
+  while (ahead_.size() < rooms) {
+    auto room = std::make_unique<AheadRoom>();
+    room->id = ObjectId::random();
+    room->size = size;
+    objstore::proto::CreateRequest create;
+    create.set_object_id(room->id.binary());
+    create.set_size(size);
+    create.set_ahead(true);
+    call_async<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
+        "store.create", create, 30s,
+        [reply = room->reply](StatusOr<objstore::proto::CreateResponse> created) {
+          reply->set(std::move(created));
+        });
+    ahead_.push_back(std::move(room));
+  }
+}
+
+void ClientRuntime::give_back(std::unique_ptr<AheadRoom> ahead) {
+  // Created or not, the node must hear of it after its answer: wait for that (it is on the way).
+  if (!ahead->reply->take().ok()) return;
+  objstore::proto::BatchOp op;
+  op.mutable_remove_ref()->set_object_id(ahead->id.binary());
+  op.mutable_remove_ref()->set_owner_address(node_address_);
+  enqueue(std::move(op));
+}
+
+void ClientRuntime::give_back_if_idle() {
+  std::deque<std::unique_ptr<AheadRoom>> idle;
+  {
+    std::lock_guard lock(ahead_mu_);
+    const auto due = last_large_put_ + kAheadIdle;
+    if (DeadlineTimer::Clock::now() < due) {
+      release_timer_.add(due, kAheadIdleDeadline);
+      return;
+    }
+    idle_check_armed_ = false;
+    idle.swap(ahead_);
+  }
+  for (auto& room : idle) give_back(std::move(room));
 }
 
 Status ClientRuntime::put_in_arena(const ObjectId& id, size_t size,

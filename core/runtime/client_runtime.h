@@ -6,8 +6,11 @@
 // reserved for it once (store.reserve_arena): the caller writes the object at the arena's
 // front and queues its announcement, with no round trip. Larger puts reserve room
 // (store.create), are written in place by the caller, then sealed (one-way: the seal is not
-// waited for). A get of an object this process is reading (a view of it exists) is answered
-// from its own table; otherwise the node pins it, fetching it from its owner node first.
+// waited for). Put-ahead: after a large put (up to the node's put_ahead_bytes) the process
+// creates the room for its next puts of the same size while the caller goes on, so that a
+// stream of equal puts finds its room ready; a put of another size, or kAheadIdle without a
+// large put, gives it back. A get of an object this process is reading (a view of it exists) is
+// answered from its own table; otherwise the node pins it, fetching it from its owner node first.
 //
 // Order. Everything the process tells its node goes through one outbox, drained in order by
 // the transport's progress thread; what it says without waiting for an answer (arena puts,
@@ -66,6 +69,9 @@ struct PinToken {
   // leave at once (their memory may be wanted).
   bool small;
 };
+
+// Room created ahead for a next put (client_runtime.cc).
+struct AheadRoom;
 
 struct ClientOptions {
   std::string node_address;  // Transport address of the node daemon on this machine.
@@ -140,6 +146,22 @@ class ClientRuntime {
   // Queues one-way traffic for the node.
   void enqueue(objstore::proto::BatchOp op);
 
+  // Room for a put larger than max_inline_bytes: its object id and offset in the segment.
+  struct Room {
+    ObjectId id;
+    uint64_t offset = 0;
+  };
+  // The oldest room created ahead when it has this size, else a store.create now (waiting up
+  // to `timeout` for room).
+  StatusOr<Room> room_for(size_t size, std::chrono::milliseconds timeout);
+  // Creates rooms for next puts of `size` ahead (store.create with ahead), as many as
+  // put_ahead_bytes holds (at least one).
+  void create_ahead(size_t size);
+  // Gives room created ahead back to the node (a remove_ref of the unsealed object).
+  void give_back(std::unique_ptr<AheadRoom> ahead);
+  // On the timer thread: gives every room ahead back if no large put came for kAheadIdle.
+  void give_back_if_idle();
+
   struct Entry {
     uint64_t refs = 0;
     std::string owner;
@@ -167,6 +189,15 @@ class ClientRuntime {
   uint64_t max_inline_bytes_ = 0;
   uint64_t arena_bytes_ = 0;  // 0: the node has arenas off; small puts use store.put_inline.
   uint64_t alignment_ = 64;
+  uint64_t put_ahead_bytes_ = 0;  // 0: the node has put-ahead off.
+
+  // Rooms created ahead for the next large puts, oldest first, all of one size (their answers
+  // may still be on the way). The round trip to the node takes several times as long as
+  // writing a MiB, so one room ahead would still be waited for.
+  std::mutex ahead_mu_;
+  std::deque<std::unique_ptr<AheadRoom>> ahead_;
+  DeadlineTimer::Clock::time_point last_large_put_;  // Under ahead_mu_...
+  bool idle_check_armed_ = false;                    // ...as is this.
 
   std::mutex mu_;
   std::unordered_map<ObjectId, Entry> entries_;
@@ -194,7 +225,8 @@ class ClientRuntime {
   std::atomic<uint64_t> puts_synced_{0};  // ...and applied by the node, at least.
   bool release_timer_armed_ = false;      // Under send_mu_.
   Status batch_error_;                    // Under send_mu_: the node refused queued operations.
-  DeadlineTimer release_timer_;           // Sends released pins that waited long enough.
+  // Sends released pins that waited long enough; gives back rooms ahead nobody used.
+  DeadlineTimer release_timer_;
 };
 
 }  // namespace halo::internal

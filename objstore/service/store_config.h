@@ -35,6 +35,12 @@ struct StoreConfig {
   // writes them in place and announces them in batches, with no round trip per put. 0: off
   // (such puts travel inside a request each, and wait for its answer).
   uint64_t small_object_arena_bytes = 1024 * 1024;
+  // Put-ahead: a client creates the room for its next puts of the same size (larger than
+  // max_inline_bytes, at most this) while it writes the current one, so that a stream of equal
+  // puts waits for no round trip. It holds at most this many bytes of such room (and at least
+  // one room, at most 8), granted only while an eighth of the store stays free, and gives it
+  // back when its puts change size or pause. 0: off.
+  uint64_t put_ahead_bytes = 32 * 1024 * 1024;
   // Objects move between nodes in RMA puts of this size, all in flight at once.
   uint64_t transfer_chunk_bytes = 4 * 1024 * 1024;
   // How long a node tries to reach another node's daemon before the transfer fails.
@@ -56,6 +62,8 @@ struct StoreConfig {
     v("max_inline_bytes", max_inline_bytes, "largest object sent inside a message");
     v("small_object_arena_bytes", small_object_arena_bytes,
       "room each client reserves at once for its small puts; 0 = off");
+    v("put_ahead_bytes", put_ahead_bytes,
+      "room a client may create ahead for its next puts of up to this size; 0 = off");
     v("transfer_chunk_bytes", transfer_chunk_bytes, "RMA chunk size of transfers between nodes");
     v("peer_connect_timeout_ms", peer_connect_timeout_ms,
       "time limit to reach another node's daemon");

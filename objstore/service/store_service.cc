@@ -236,6 +236,7 @@ void StoreService::handle_connect(const proto::StoreConnectRequest& request,
   response.set_segment_size(store_->segment().size());
   response.set_max_inline_bytes(config_.max_inline_bytes);
   response.set_arena_bytes(config_.small_object_arena_bytes);
+  response.set_put_ahead_bytes(config_.put_ahead_bytes);
   response.set_alignment(store_->options().alignment);
   reply.respond(std::move(response));
 }
@@ -245,13 +246,24 @@ void StoreService::handle_create(const proto::CreateRequest& request,
   auto id = object_id_of(request.object_id());
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
+  if (request.ahead()) {
+    // Room for the client's next put, asked before it needs it: only from room to spare now.
+    if (request.size() > config_.put_ahead_bytes) {
+      return reply.respond(invalid_argument_error(
+          str_cat("room asked ahead for ", request.size(), " bytes, more than the node's ",
+                  config_.put_ahead_bytes, " (--put-ahead-bytes)")));
+    }
+    if (store_->free_bytes() < request.size() + store_->capacity() / 8) {
+      return reply.respond(resource_exhausted_error("no room to spare for a put ahead"));
+    }
+  }
   reserve(
       client,
       [this, id = *id, size = request.size(), client] {
         return store_->create(id, size, client, CopyKind::kPrimary);
       },
-      deadline_after(request.timeout_ms()),
-      [this, id = *id, client, reply](StatusOr<Placement> placement) {
+      request.ahead() ? Clock::now() : deadline_after(request.timeout_ms()),
+      [this, id = *id, client, reply, ahead = request.ahead()](StatusOr<Placement> placement) {
         if (!placement.ok()) return reply.respond(placement.status());
         if (!connected(client)) {
           (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
@@ -260,6 +272,7 @@ void StoreService::handle_create(const proto::CreateRequest& request,
         unsealed_[id] = client;
         refs_->created(id, client);
         referenced_ = refs_->size();
+        if (ahead) ++rooms_created_ahead_;
         proto::CreateResponse response;
         response.set_offset(placement->offset);
         reply.respond(std::move(response));
@@ -557,6 +570,7 @@ proto::StoreStatsResponse StoreService::stats() const {
   response.set_segment(store_->segment().describe());
   response.set_arena_bytes(s.arena_bytes);
   response.set_puts_waiting_for_room(waiting_for_room_);
+  response.set_rooms_created_ahead(rooms_created_ahead_);
   return response;
 }
 

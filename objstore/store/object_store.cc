@@ -352,6 +352,12 @@ std::optional<ObjectInfo> ObjectStore::info(ObjectId id) const {
   return info;
 }
 
+uint64_t ObjectStore::free_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t used = allocator_.used();
+  return used < options_.capacity_bytes ? options_.capacity_bytes - used : 0;
+}
+
 StoreStats ObjectStore::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   StoreStats stats;

@@ -182,6 +182,9 @@ class ObjectStore {
   // What the store knows about `id`, or nullopt if it is not here.
   std::optional<ObjectInfo> info(ObjectId id) const;
   StoreStats stats() const;
+  // The store's size, and what of it no object, arena or reservation holds now.
+  uint64_t capacity() const { return options_.capacity_bytes; }
+  uint64_t free_bytes() const;
 
  private:
   class Section;

@@ -205,6 +205,31 @@ TEST_F(ObjectStoreCluster, SmallPutsFillTheStoreToAClearErrorAndTheirRoomComesBa
       << "used " << on(0).usage().first << ", empty " << empty.first;
 }
 
+TEST_F(ObjectStoreCluster, EqualPutsFindTheirRoomCreatedAheadAndItComesBackWhenTheyStop) {
+  start(1);
+  auto empty = on(0).usage();
+  const uint64_t ahead_before = on(0).stat("ahead");
+  // 40 puts of 1 MiB, each read back intact, then one of 3 MiB: the rooms created ahead for
+  // 1 MiB puts are given back at once, the one for 3 MiB after the client's puts pause; the
+  // client is still connected.
+  auto streamer = on(0).start({"stream", "1048576", "40", "3145728"}, /*pipe_stdin=*/true);
+  ASSERT_TRUE(streamer.ok()) << streamer.status();
+  auto streamed = streamer->wait_for_line("STREAMED ", 60s);
+  ASSERT_TRUE(streamed.ok()) << streamed.status() << "\n" << streamer->output_text();
+  EXPECT_GT(on(0).stat("ahead"), ahead_before + 30) << "the puts did not use room created ahead";
+  EXPECT_TRUE(wait_for([&] { return on(0).usage() == empty; }, 20s))
+      << "used " << on(0).usage().first << ", empty " << empty.first;
+
+  // Killed while it streams, with rooms created ahead: they come back too.
+  auto killed = on(0).start({"stream", "1048576", "1000000000", "1"}, /*pipe_stdin=*/true);
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  ASSERT_TRUE(killed->wait_for_line("STREAMING", 60s).ok()) << killed->output_text();
+  EXPECT_GT(on(0).usage().first, empty.first);
+  (void)killed->kill();
+  EXPECT_TRUE(wait_for([&] { return on(0).usage() == empty; }, 20s))
+      << "used " << on(0).usage().first << ", empty " << empty.first;
+}
+
 TEST_F(ObjectStoreCluster, PutLargerThanTheStoreFailsAtOnceWithAClearError) {
   start(1);
   std::string line = on(0).run({"too-big", std::to_string(kStoreBytes + 1)}, "FULL ", 30s);

@@ -19,6 +19,10 @@
 //   objstore_tool fill-small SIZE       puts objects of SIZE bytes, keeping them, until the store
 //                                       is full; checks them all, drops them, puts once more;
 //                                       prints "FILLED <objects> <the full error>"
+//   objstore_tool stream SIZE COUNT SIZE2   COUNT puts of SIZE bytes, then one of SIZE2, each
+//                                       read back, checked and dropped; prints "STREAMING" after
+//                                       the 11th, "STREAMED <puts>" at the end, then holds its
+//                                       connection until its stdin closes
 //   objstore_tool wait NUM TIMEOUT_MS REF...   prints "READY <0|1> <0|1> ..." for each REF
 //   objstore_tool read-all REF SUM ...  reads each object once, keeping its reference but not
 //                                       its view, then reads the first again; prints
@@ -168,6 +172,28 @@ int run(int argc, char** argv) {
     }
     return 0;
   }
+  if (cmd == "stream" && argc == 5) {
+    // Equal puts one after the other (room created ahead), each read back and dropped, then
+    // one of another size (the room ahead given back).
+    const size_t size = std::stoull(argv[2]);
+    const uint64_t count = std::stoull(argv[3]);
+    for (uint64_t i = 0; i <= count; ++i) {
+      const auto data = pattern(i < count ? size : std::stoull(argv[4]), i);
+      auto ref = halo::put(data, {.timeout = 30s});
+      if (checksum(halo::get(ref, 30s).span()) != checksum(data)) {
+        std::printf("BADSUM put %llu\n", static_cast<unsigned long long>(i));
+        return 1;
+      }
+      if (i == 10) {
+        std::printf("STREAMING\n");
+        std::fflush(stdout);
+      }
+    }
+    std::printf("STREAMED %llu\n", static_cast<unsigned long long>(count + 1));
+    std::fflush(stdout);
+    hold_until_stdin_closes();
+    return 0;
+  }
   if (cmd == "hang-create" && argc == 3) {
     halo::internal::put_object(std::stoull(argv[2]),
                                [](std::span<std::byte>) {
@@ -180,12 +206,14 @@ int run(int argc, char** argv) {
   }
   if (cmd == "stats") {
     halo::StoreInfo info = halo::store_info();
-    std::printf("STATS used=%llu objects=%llu referenced=%llu spilled=%llu waiting=%llu\n",
-                static_cast<unsigned long long>(info.used_bytes),
-                static_cast<unsigned long long>(info.objects),
-                static_cast<unsigned long long>(info.referenced_objects),
-                static_cast<unsigned long long>(info.spilled_objects),
-                static_cast<unsigned long long>(info.puts_waiting_for_room));
+    std::printf(
+        "STATS used=%llu objects=%llu referenced=%llu spilled=%llu waiting=%llu ahead=%llu\n",
+        static_cast<unsigned long long>(info.used_bytes),
+        static_cast<unsigned long long>(info.objects),
+        static_cast<unsigned long long>(info.referenced_objects),
+        static_cast<unsigned long long>(info.spilled_objects),
+        static_cast<unsigned long long>(info.puts_waiting_for_room),
+        static_cast<unsigned long long>(info.rooms_created_ahead));
     return 0;
   }
   if (cmd == "roundtrip") {

@@ -121,6 +121,47 @@ TEST_F(StoreRequests, MalformedRequestsGetClearErrorsAndTheStoreKeepsServing) {
   EXPECT_EQ(after.objects(), 0u);
 }
 
+TEST_F(StoreRequests, RoomAheadIsGrantedOnlyFromRoomToSpareNeverWaitsAndComesBackUnused) {
+  auto create = [&](uint64_t size, bool ahead) {
+    proto::CreateRequest request;
+    request.set_object_id(ObjectId::random().binary());
+    request.set_size(size);
+    request.set_ahead(ahead);
+    request.set_timeout_ms(60'000);  // Ignored ahead: room ahead never waits.
+    auto created = call<proto::CreateRequest, proto::CreateResponse>("store.create", request);
+    return std::make_pair(request.object_id(), created);
+  };
+  // More than a client may hold ahead (--put-ahead-bytes, 32 MiB by default).
+  auto [too_big_id, too_big] = create(33ull << 20, true);
+  EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument) << too_big.status();
+  EXPECT_NE(too_big.status().message().find("--put-ahead-bytes"), std::string_view::npos)
+      << too_big.status();
+
+  auto [ahead_id, ahead] = create(8ull << 20, true);
+  ASSERT_TRUE(ahead.ok()) << ahead.status();
+  EXPECT_EQ(stats().rooms_created_ahead(), 1u);
+  // 8 MiB ahead and 18 MiB created: 6 MiB free, less than 4 MiB plus an eighth of the store.
+  auto [held_id, held] = create(18ull << 20, false);
+  ASSERT_TRUE(held.ok()) << held.status();
+  const auto before = std::chrono::steady_clock::now();
+  auto [refused_id, refused] = create(4ull << 20, true);
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 5s) << "room ahead waited for room";
+  EXPECT_EQ(stats().puts_waiting_for_room(), 0u);
+
+  // Dropping the unsealed rooms gives them back: the store is empty again.
+  proto::StoreBatchRequest drop;
+  for (const std::string& id : {ahead_id, held_id}) {
+    drop.add_ops()->mutable_remove_ref()->set_object_id(id);
+  }
+  auto dropped = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", drop);
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_EQ(dropped->refused(), 0u) << dropped->first_error();
+  const proto::StoreStatsResponse after = stats();
+  EXPECT_EQ(after.used_bytes(), 0u);
+  EXPECT_EQ(after.objects(), 0u);
+}
+
 TEST_F(StoreRequests, SealByAnotherClientThanTheCreatorIsRefused) {
   proto::CreateRequest create;
   const ObjectId id = ObjectId::random();
