@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -118,6 +119,25 @@ TEST(ShmPeerWatch, SweepRemovesTheRegionsOfDeadOwnersOnly) {
   EXPECT_TRUE(other_layout.exists()) << "a region of an unknown layout was removed";
   EXPECT_TRUE(unowned.exists()) << "a region not initialized yet was removed";
   EXPECT_EQ(ShmPeerWatch::remove_regions_of_dead_owners(""), 0u) << "an empty prefix matches all";
+}
+
+TEST(ShmPeerWatch, SweepCountsAKilledOwnerNotYetReapedAsDead) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    for (;;) ::pause();
+  }
+  FakeRegion zombie("sweep-zombie", 4, child);
+  const std::string prefix = "halo-watch-test." + std::to_string(::getpid()) + ".sweep-";
+  EXPECT_EQ(ShmPeerWatch::remove_regions_of_dead_owners(prefix), 0u) << "its owner still runs";
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  // Not reaped: a zombie keeps its pid (kill(pid, 0) still succeeds) but no longer maps anything.
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT), 0);
+  EXPECT_EQ(::kill(child, 0), 0);
+  EXPECT_EQ(ShmPeerWatch::remove_regions_of_dead_owners(prefix), 1u);
+  EXPECT_FALSE(zombie.exists());
+  int status = 0;
+  ::waitpid(child, &status, 0);
 }
 
 TEST(ShmPeerWatch, LeavesALiveOwnersLockAndARegionOfAnotherLayout) {

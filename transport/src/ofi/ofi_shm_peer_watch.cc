@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "halo/base/logging.h"
 
@@ -27,7 +29,20 @@ constexpr size_t kPidOffset = 4;
 constexpr size_t kLockOffset = 24;
 constexpr size_t kMappedBytes = 4096;
 
-bool process_exists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+// A process that may still use its region. A zombie (exited, not yet reaped by its parent)
+// keeps its pid but no memory: a test or launcher that killed a child and sweeps before
+// reaping it must still see it as dead, or the region outlives everyone.
+bool process_exists(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;  // Cannot tell: leave it alone.
+  // "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ')'.
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= line.size()) return true;
+  const char state = line[paren + 2];
+  return state != 'Z' && state != 'X';
+}
 
 int unlocked_value() {
   pthread_spinlock_t lock;
