@@ -52,8 +52,14 @@ struct Reply {
 struct AheadRoom {
   ObjectId id;
   size_t size = 0;
-  std::shared_ptr<Reply<objstore::proto::CreateResponse>> reply =
-      std::make_shared<Reply<objstore::proto::CreateResponse>>();
+  // The node's answer, for the put that takes the room.
+  Reply<objstore::proto::CreateResponse> reply;
+  // Whichever comes second of the answer and the decision to give the room back undoes the
+  // room's creation (a remove_ref), so that giving back never waits for the answer.
+  std::mutex mu;
+  bool answered = false;    // Under mu.
+  bool created = false;     // Under mu: the answer was a room.
+  bool given_back = false;  // Under mu.
 };
 
 namespace {
@@ -387,8 +393,8 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
 
 StatusOr<ClientRuntime::Room> ClientRuntime::room_for(size_t size,
                                                       std::chrono::milliseconds timeout) {
-  std::unique_ptr<AheadRoom> ahead;
-  std::deque<std::unique_ptr<AheadRoom>> other_size;
+  std::shared_ptr<AheadRoom> ahead;
+  std::deque<std::shared_ptr<AheadRoom>> other_size;
   {
     std::lock_guard lock(ahead_mu_);
     if (!ahead_.empty() && ahead_.front()->size == size) {
@@ -398,14 +404,24 @@ StatusOr<ClientRuntime::Room> ClientRuntime::room_for(size_t size,
       other_size.swap(ahead_);
     }
   }
-  for (auto& room : other_size) give_back(std::move(room));
+  for (auto& room : other_size) give_back(*room);
   Room room;
   StatusOr<objstore::proto::CreateResponse> created = internal_error("no room yet");
   if (ahead) {
-    // Its answer is on the way if it has not arrived: sooner than a new round trip. Refused
-    // (no room to spare), the put asks for room the ordinary way.
-    created = ahead->reply->take();
+    // Its answer is on the way if it has not arrived: sooner than a new round trip.
+    created = ahead->reply.take();
     room.id = ahead->id;
+    if (!created.ok()) {
+      // Refused (no room to spare, most likely): the rest would be too. Pause put-ahead and
+      // ask for room the ordinary way.
+      std::deque<std::shared_ptr<AheadRoom>> refused;
+      {
+        std::lock_guard lock(ahead_mu_);
+        ahead_paused_until_ = DeadlineTimer::Clock::now() + kAheadIdle;
+        refused.swap(ahead_);
+      }
+      for (auto& r : refused) give_back(*r);
+    }
   }
   if (!created.ok()) {
     room.id = ObjectId::random();
@@ -433,12 +449,17 @@ void ClientRuntime::create_ahead(size_t size) {
     idle_check_armed_ = true;
     release_timer_.add(last_large_put_ + kAheadIdle, kAheadIdleDeadline);
   }
-  // Rooms of another size are given back by the next put of that size: this put's thread does
-  // not wait for their answers.
+  if (last_large_put_ < ahead_paused_until_) return;
+  // Rooms of another size are given back by the next put of that size.
   if (!ahead_.empty() && ahead_.front()->size != size) return;
-  const size_t rooms = std::clamp<size_t>(put_ahead_bytes_ / size, 1, kMaxRoomsAhead);
+  // One room after a first put of a size, one more after each further one: a process that
+  // puts a size once holds no more than one room for it.
+  equal_puts_ = size == equal_size_ ? equal_puts_ + 1 : 1;
+  equal_size_ = size;
+  const size_t rooms =
+      std::clamp<size_t>(std::min<size_t>(put_ahead_bytes_ / size, equal_puts_), 1, kMaxRoomsAhead);
   while (ahead_.size() < rooms) {
-    auto room = std::make_unique<AheadRoom>();
+    auto room = std::make_shared<AheadRoom>();
     room->id = ObjectId::random();
     room->size = size;
     objstore::proto::CreateRequest create;
@@ -447,24 +468,40 @@ void ClientRuntime::create_ahead(size_t size) {
     create.set_ahead(true);
     call_async<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
         "store.create", create, 30s,
-        [reply = room->reply](StatusOr<objstore::proto::CreateResponse> created) {
-          reply->set(std::move(created));
+        [this, room](StatusOr<objstore::proto::CreateResponse> created) {
+          bool undo = false;
+          {
+            std::lock_guard room_lock(room->mu);
+            room->answered = true;
+            room->created = created.ok();
+            undo = room->given_back && room->created;
+          }
+          if (undo) return forget_room(room->id);
+          room->reply.set(std::move(created));
         });
     ahead_.push_back(std::move(room));
   }
 }
 
-void ClientRuntime::give_back(std::unique_ptr<AheadRoom> ahead) {
-  // Created or not, the node must hear of it after its answer: wait for that (it is on the way).
-  if (!ahead->reply->take().ok()) return;
+void ClientRuntime::give_back(AheadRoom& room) {
+  bool undo = false;
+  {
+    std::lock_guard lock(room.mu);
+    room.given_back = true;
+    undo = room.answered && room.created;
+  }
+  if (undo) forget_room(room.id);  // Otherwise its answer does it, if it is a room.
+}
+
+void ClientRuntime::forget_room(const ObjectId& id) {
   objstore::proto::BatchOp op;
-  op.mutable_remove_ref()->set_object_id(ahead->id.binary());
+  op.mutable_remove_ref()->set_object_id(id.binary());
   op.mutable_remove_ref()->set_owner_address(node_address_);
   enqueue(std::move(op));
 }
 
 void ClientRuntime::give_back_if_idle() {
-  std::deque<std::unique_ptr<AheadRoom>> idle;
+  std::deque<std::shared_ptr<AheadRoom>> idle;
   {
     std::lock_guard lock(ahead_mu_);
     const auto due = last_large_put_ + kAheadIdle;
@@ -473,9 +510,10 @@ void ClientRuntime::give_back_if_idle() {
       return;
     }
     idle_check_armed_ = false;
+    equal_puts_ = 0;
     idle.swap(ahead_);
   }
-  for (auto& room : idle) give_back(std::move(room));
+  for (auto& room : idle) give_back(*room);
 }
 
 Status ClientRuntime::put_in_arena(const ObjectId& id, size_t size,

@@ -154,11 +154,13 @@ class ClientRuntime {
   // The oldest room created ahead when it has this size, else a store.create now (waiting up
   // to `timeout` for room).
   StatusOr<Room> room_for(size_t size, std::chrono::milliseconds timeout);
-  // Creates rooms for next puts of `size` ahead (store.create with ahead), as many as
-  // put_ahead_bytes holds (at least one).
+  // Creates rooms for next puts of `size` ahead (store.create with ahead): one more for each
+  // equal put in a row, as many as put_ahead_bytes holds (1 to kMaxRoomsAhead).
   void create_ahead(size_t size);
-  // Gives room created ahead back to the node (a remove_ref of the unsealed object).
-  void give_back(std::unique_ptr<AheadRoom> ahead);
+  // Gives room created ahead back to the node without waiting for its answer: a remove_ref
+  // of the unsealed object, queued now or when the answer comes.
+  void give_back(AheadRoom& room);
+  void forget_room(const ObjectId& id);
   // On the timer thread: gives every room ahead back if no large put came for kAheadIdle.
   void give_back_if_idle();
 
@@ -195,9 +197,14 @@ class ClientRuntime {
   // may still be on the way). The round trip to the node takes several times as long as
   // writing a MiB, so one room ahead would still be waited for.
   std::mutex ahead_mu_;
-  std::deque<std::unique_ptr<AheadRoom>> ahead_;
-  DeadlineTimer::Clock::time_point last_large_put_;  // Under ahead_mu_...
-  bool idle_check_armed_ = false;                    // ...as is this.
+  std::deque<std::shared_ptr<AheadRoom>> ahead_;
+  // Under ahead_mu_ too: when the last large put was, the idle check, the run of equal puts,
+  // and until when put-ahead pauses after the node refused room ahead.
+  DeadlineTimer::Clock::time_point last_large_put_;
+  bool idle_check_armed_ = false;
+  size_t equal_size_ = 0;
+  size_t equal_puts_ = 0;
+  DeadlineTimer::Clock::time_point ahead_paused_until_;
 
   std::mutex mu_;
   std::unordered_map<ObjectId, Entry> entries_;

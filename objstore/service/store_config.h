@@ -37,9 +37,9 @@ struct StoreConfig {
   uint64_t small_object_arena_bytes = 1024 * 1024;
   // Put-ahead: a client creates the room for its next puts of the same size (larger than
   // max_inline_bytes, at most this) while it writes the current one, so that a stream of equal
-  // puts waits for no round trip. It holds at most this many bytes of such room (and at least
-  // one room, at most 8), granted only while an eighth of the store stays free, and gives it
-  // back when its puts change size or pause. 0: off.
+  // puts waits for no round trip. It holds at most this many bytes of such room (at most 8
+  // rooms), granted only from free blocks with an eighth of the store to spare and while no
+  // put waits for room, and gives it back when its puts change size or pause. 0: off.
   uint64_t put_ahead_bytes = 32 * 1024 * 1024;
   // Objects move between nodes in RMA puts of this size, all in flight at once.
   uint64_t transfer_chunk_bytes = 4 * 1024 * 1024;

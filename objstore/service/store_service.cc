@@ -246,24 +246,14 @@ void StoreService::handle_create(const proto::CreateRequest& request,
   auto id = object_id_of(request.object_id());
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
-  if (request.ahead()) {
-    // Room for the client's next put, asked before it needs it: only from room to spare now.
-    if (request.size() > config_.put_ahead_bytes) {
-      return reply.respond(invalid_argument_error(
-          str_cat("room asked ahead for ", request.size(), " bytes, more than the node's ",
-                  config_.put_ahead_bytes, " (--put-ahead-bytes)")));
-    }
-    if (store_->free_bytes() < request.size() + store_->capacity() / 8) {
-      return reply.respond(resource_exhausted_error("no room to spare for a put ahead"));
-    }
-  }
+  if (request.ahead()) return create_ahead(*id, request.size(), client, std::move(reply));
   reserve(
       client,
       [this, id = *id, size = request.size(), client] {
         return store_->create(id, size, client, CopyKind::kPrimary);
       },
       request.ahead() ? Clock::now() : deadline_after(request.timeout_ms()),
-      [this, id = *id, client, reply, ahead = request.ahead()](StatusOr<Placement> placement) {
+      [this, id = *id, client, reply](StatusOr<Placement> placement) {
         if (!placement.ok()) return reply.respond(placement.status());
         if (!connected(client)) {
           (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
@@ -272,11 +262,52 @@ void StoreService::handle_create(const proto::CreateRequest& request,
         unsealed_[id] = client;
         refs_->created(id, client);
         referenced_ = refs_->size();
-        if (ahead) ++rooms_created_ahead_;
         proto::CreateResponse response;
         response.set_offset(placement->offset);
         reply.respond(std::move(response));
       });
+}
+
+void StoreService::create_ahead(const ObjectId& id, uint64_t size, ClientId client,
+                                RpcResponder<proto::CreateResponse> reply) {
+  // Room for the client's next put, asked before it needs it: only from room free now, with an
+  // eighth of the store to spare, and none while puts wait for room.
+  uint64_t& held = ahead_bytes_[client];
+  if (size == 0 || size > config_.put_ahead_bytes || held + size > config_.put_ahead_bytes) {
+    if (held == 0) ahead_bytes_.erase(client);
+    return reply.respond(
+        invalid_argument_error(str_cat("room asked ahead for ", size, " bytes, with ", held,
+                                       " held ahead already: more than the node's ",
+                                       config_.put_ahead_bytes, " (--put-ahead-bytes)")));
+  }
+  StatusOr<Placement> placement =
+      waiting_for_room_ > 0
+          ? resource_exhausted_error("puts are waiting for room")
+          : store_->create_from_spare_room(id, size, client, store_->capacity() / 8);
+  if (!placement.ok()) {
+    if (held == 0) ahead_bytes_.erase(client);
+    return reply.respond(placement.status().with_context("room ahead"));
+  }
+  held += size;
+  ahead_rooms_[id] = size;
+  unsealed_[id] = client;
+  refs_->created(id, client);
+  referenced_ = refs_->size();
+  ++rooms_created_ahead_;
+  proto::CreateResponse response;
+  response.set_offset(placement->offset);
+  reply.respond(std::move(response));
+}
+
+void StoreService::forget_ahead(const ObjectId& id, ClientId client) {
+  auto room = ahead_rooms_.find(id);
+  if (room == ahead_rooms_.end()) return;
+  auto held = ahead_bytes_.find(client);
+  if (held != ahead_bytes_.end()) {
+    held->second -= std::min(held->second, room->second);
+    if (held->second == 0) ahead_bytes_.erase(held);
+  }
+  ahead_rooms_.erase(room);
 }
 
 void StoreService::handle_seal(const proto::SealRequest& request,
@@ -290,6 +321,7 @@ void StoreService::handle_seal(const proto::SealRequest& request,
   }
   Status sealed_status = store_->seal(*id);
   if (!sealed_status.ok()) return reply.respond(sealed_status);
+  forget_ahead(*id, creator->second);
   unsealed_.erase(creator);
   sealed(*id, Status());
   reply.respond(proto::SealResponse());
@@ -1305,6 +1337,7 @@ void StoreService::apply(RefActions actions) {
     if (unsealed != unsealed_.end()) {
       // Freed before it was sealed: its creator dropped the reference (or died).
       (void)store_->abort(id);
+      forget_ahead(id, unsealed->second);
       unsealed_.erase(unsealed);
       sealed(id,
              not_found_error(str_cat("object ", id.to_hex(), " was aborted before it was sealed")));
@@ -1358,6 +1391,7 @@ void StoreService::client_gone(ClientId client) {
       continue;
     }
     const ObjectId id = it->first;
+    forget_ahead(id, client);
     it = unsealed_.erase(it);
     sealed(id, not_found_error(str_cat("object ", id.to_hex(),
                                        " is lost: its creator went away before sealing it")));

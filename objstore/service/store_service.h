@@ -102,6 +102,11 @@ class StoreService {
                       transport::RpcResponder<proto::StoreConnectResponse> reply);
   void handle_create(const proto::CreateRequest& request,
                      transport::RpcResponder<proto::CreateResponse> reply);
+  // store.create with `ahead`: room for the client's next put, only from room to spare.
+  void create_ahead(const ObjectId& id, uint64_t size, ClientId client,
+                    transport::RpcResponder<proto::CreateResponse> reply);
+  // A room created ahead was sealed or aborted: it no longer counts against its client.
+  void forget_ahead(const ObjectId& id, ClientId client);
   void handle_seal(const proto::SealRequest& request,
                    transport::RpcResponder<proto::SealResponse> reply);
   void handle_put_inline(const proto::PutInlineRequest& request,
@@ -220,6 +225,10 @@ class StoreService {
   // Clients by endpoint id, and the objects each created and has not sealed yet.
   std::unordered_map<uint64_t, ClientId> clients_;
   std::unordered_map<ObjectId, ClientId> unsealed_;
+  // Rooms created ahead and not sealed yet (of unsealed_): their sizes, and each client's total,
+  // which put_ahead_bytes bounds.
+  std::unordered_map<ObjectId, uint64_t> ahead_rooms_;
+  std::unordered_map<ClientId, uint64_t> ahead_bytes_;
   // Nodes that borrow objects owned here, by the endpoint their borrow came on.
   std::unordered_map<uint64_t, NodeId> borrower_endpoints_;
 

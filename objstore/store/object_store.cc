@@ -133,6 +133,25 @@ StatusOr<Placement> ObjectStore::create(ObjectId id, uint64_t size, ClientId cre
   return Placement{*room.offset, size};
 }
 
+StatusOr<Placement> ObjectStore::create_from_spare_room(ObjectId id, uint64_t size,
+                                                        ClientId creator, uint64_t spare) {
+  Section section(*this);
+  if (table_.find(id) != nullptr) {
+    return already_exists_error(
+        str_cat("object ", id.to_hex(), " is already in this node's store"));
+  }
+  const uint64_t used = allocator_.used();
+  const uint64_t block = allocator_.rounded_size(size);
+  if (used > options_.capacity_bytes || options_.capacity_bytes - used < block + spare) {
+    return resource_exhausted_error("no room to spare");
+  }
+  const std::optional<uint64_t> offset = allocator_.allocate(size);
+  if (!offset) return resource_exhausted_error("no free block large enough to spare");
+  table_.add(id, size, *offset, creator, CopyKind::kPrimary);
+  object_bytes_ += size;
+  return Placement{*offset, size};
+}
+
 StatusOr<Placement> ObjectStore::reserve_arena(ClientId client, uint64_t size) {
   Section section(*this);
   if (size > options_.capacity_bytes) {
@@ -350,12 +369,6 @@ std::optional<ObjectInfo> ObjectStore::info(ObjectId id) const {
   info.pending_remove = entry->pending_remove;
   info.spill_path = entry->spill_path;
   return info;
-}
-
-uint64_t ObjectStore::free_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  const uint64_t used = allocator_.used();
-  return used < options_.capacity_bytes ? options_.capacity_bytes - used : 0;
 }
 
 StoreStats ObjectStore::stats() const {

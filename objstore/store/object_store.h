@@ -124,6 +124,11 @@ class ObjectStore {
   //     started, so a retry after the space listener fires may succeed. The message says
   //     the bytes needed, free and in the largest free block.
   StatusOr<Placement> create(ObjectId id, uint64_t size, ClientId creator, CopyKind kind);
+  // A primary copy created only from room free now, with `spare` bytes still free after it:
+  // nothing is evicted or spilled for it (a client's room created ahead of its next put).
+  // RESOURCE_EXHAUSTED otherwise; ALREADY_EXISTS as create().
+  StatusOr<Placement> create_from_spare_room(ObjectId id, uint64_t size, ClientId creator,
+                                             uint64_t spare);
   // Makes a created object readable and immutable. NOT_FOUND; FAILED_PRECONDITION if it is
   // already sealed. Sealing an object removed meanwhile frees it at once.
   Status seal(ObjectId id);
@@ -182,9 +187,7 @@ class ObjectStore {
   // What the store knows about `id`, or nullopt if it is not here.
   std::optional<ObjectInfo> info(ObjectId id) const;
   StoreStats stats() const;
-  // The store's size, and what of it no object, arena or reservation holds now.
   uint64_t capacity() const { return options_.capacity_bytes; }
-  uint64_t free_bytes() const;
 
  private:
   class Section;

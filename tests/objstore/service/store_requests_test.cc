@@ -140,6 +140,11 @@ TEST_F(StoreRequests, RoomAheadIsGrantedOnlyFromRoomToSpareNeverWaitsAndComesBac
   auto [ahead_id, ahead] = create(8ull << 20, true);
   ASSERT_TRUE(ahead.ok()) << ahead.status();
   EXPECT_EQ(stats().rooms_created_ahead(), 1u);
+  // The node holds each client to --put-ahead-bytes in all, whatever the client asks.
+  auto [over_id, over] = create(25ull << 20, true);
+  EXPECT_EQ(over.status().code(), StatusCode::kInvalidArgument) << over.status();
+  EXPECT_NE(over.status().message().find("held ahead already"), std::string_view::npos)
+      << over.status();
   // 8 MiB ahead and 18 MiB created: 6 MiB free, less than 4 MiB plus an eighth of the store.
   auto [held_id, held] = create(18ull << 20, false);
   ASSERT_TRUE(held.ok()) << held.status();
