@@ -79,7 +79,8 @@ constexpr uint64_t kPinCacheMaxBytes = 16 << 20;
 
 ClientRuntime::OpKind kind_of(const objstore::proto::BatchOp& op) {
   if (op.has_arena_put()) return ClientRuntime::OpKind::kPut;
-  if (op.has_remove_ref()) return ClientRuntime::OpKind::kRemove;
+  // A seal need not hold back calls: whoever reads the object waits at the node for it.
+  if (op.has_remove_ref() || op.has_seal()) return ClientRuntime::OpKind::kRemove;
   return ClientRuntime::OpKind::kRelease;
 }
 
@@ -359,15 +360,12 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     write(std::span<std::byte>(segment_->data() + room.offset, size));
     // The seal is not waited for: nothing can refuse it (this client created the object and
     // holds its connection), and whoever reads the object meanwhile waits at the node for the
-    // seal. It leaves through the outbox, so this client's later traffic comes after it (a
-    // seal is small: nothing sent later overtakes it). If the connection fails first, the node
-    // aborts the object as its creator's.
-    objstore::proto::SealRequest seal;
-    seal.set_object_id(id.binary());
-    call_async<objstore::proto::SealRequest, objstore::proto::SealResponse>(
-        "store.seal", seal, 30s, [id](StatusOr<objstore::proto::SealResponse> sealed) {
-          if (!sealed.ok()) log::warn("sealing object {} failed: {}", id, sealed.status());
-        });
+    // seal. It leaves in the next store.batch, with the drops of references queued around it
+    // (one message for both; a refusal would be reported as any refused batch operation). If
+    // the connection fails first, the node aborts the object as its creator's.
+    objstore::proto::BatchOp seal;
+    seal.set_seal(id.binary());
+    enqueue(std::move(seal));
     if (size <= put_ahead_bytes_) create_ahead(size);
   }
   {

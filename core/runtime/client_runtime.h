@@ -5,22 +5,23 @@
 // Small puts (at most the node's max_inline_bytes) go into the process's arena, room the node
 // reserved for it once (store.reserve_arena): the caller writes the object at the arena's
 // front and queues its announcement, with no round trip. Larger puts reserve room
-// (store.create), are written in place by the caller, then sealed (one-way: the seal is not
-// waited for). Put-ahead: after a large put (up to the node's put_ahead_bytes) the process
-// creates the room for its next puts of the same size while the caller goes on, so that a
-// stream of equal puts finds its room ready; a put of another size, or kAheadIdle without a
-// large put, gives it back. A get of an object this process is reading (a view of it exists) is
-// answered from its own table; otherwise the node pins it, fetching it from its owner node first.
+// (store.create), are written in place by the caller, then sealed (one-way: the seal is
+// queued for the next store.batch and not waited for). Put-ahead: after a large put (up to the
+// node's put_ahead_bytes) the process creates the room for its next puts of the same size while the
+// caller goes on, so that a stream of equal puts finds its room ready; a put of another size, or
+// kAheadIdle without a large put, gives it back. A get of an object this process is reading (a view
+// of it exists) is answered from its own table; otherwise the node pins it, fetching it from its
+// owner node first.
 //
 // Order. Everything the process tells its node goes through one outbox, drained in order by
 // the transport's progress thread; what it says without waiting for an answer (arena puts,
-// dropped references, released pins) leaves as one store.batch. The transport does not promise
-// to deliver messages in order (a large one may complete after a smaller one sent later), so a
-// batch leaves only when the previous one is answered, and a request never overtakes queued puts
-// (nor, for store.add_refs, dropped references); only released pins, which may wait to leave in
-// batches, and a batch in flight that holds nothing it depends on, are overtaken (see drain()). A
-// reference that leaves the process (publish_refs, from ObjectRef::binary) waits until the node has
-// applied the puts queued so far.
+// seals, dropped references, released pins) leaves as one store.batch. The transport does not
+// promise to deliver messages in order (a large one may complete after a smaller one sent later),
+// so a batch leaves only when the previous one is answered, and a request never overtakes queued
+// puts (nor, for store.add_refs, dropped references); only released pins, which may wait to leave
+// in batches, and a batch in flight that holds nothing it depends on, are overtaken (see drain()).
+// A reference that leaves the process (publish_refs, from ObjectRef::binary) waits until the node
+// has applied the puts queued so far.
 //
 // Reference counting: the process counts its references per object and tells its node about
 // the first (store.add_refs; a put counts as one) and the last (a queued remove_ref, which also

@@ -314,17 +314,22 @@ void StoreService::handle_seal(const proto::SealRequest& request,
                                RpcResponder<proto::SealResponse> reply) {
   auto id = object_id_of(request.object_id());
   if (!id.ok()) return reply.respond(id.status());
-  auto creator = unsealed_.find(*id);
-  if (creator == unsealed_.end() || creator->second != client_of(reply.context().peer())) {
-    return reply.respond(failed_precondition_error(
-        str_cat("object ", id->to_hex(), " is not being created by this client")));
-  }
-  Status sealed_status = store_->seal(*id);
-  if (!sealed_status.ok()) return reply.respond(sealed_status);
-  forget_ahead(*id, creator->second);
-  unsealed_.erase(creator);
-  sealed(*id, Status());
+  Status s = seal_created(*id, client_of(reply.context().peer()));
+  if (!s.ok()) return reply.respond(s);
   reply.respond(proto::SealResponse());
+}
+
+Status StoreService::seal_created(const ObjectId& id, ClientId client) {
+  auto creator = unsealed_.find(id);
+  if (creator == unsealed_.end() || creator->second != client) {
+    return failed_precondition_error(
+        str_cat("object ", id.to_hex(), " is not being created by this client"));
+  }
+  HALO_RETURN_IF_ERROR(store_->seal(id));
+  forget_ahead(id, client);
+  unsealed_.erase(creator);
+  sealed(id, Status());
+  return Status();
 }
 
 void StoreService::handle_put_inline(const proto::PutInlineRequest& request,
@@ -424,6 +429,15 @@ void StoreService::handle_batch(const proto::StoreBatchRequest& request,
           break;
         }
         drop_refs(client, {*id});
+        break;
+      }
+      case proto::BatchOp::kSeal: {
+        auto id = object_id_of(op.seal());
+        if (!id.ok()) {
+          refuse(id.status());
+          break;
+        }
+        if (Status s = seal_created(*id, client); !s.ok()) refuse(s);
         break;
       }
       case proto::BatchOp::kRelease: {

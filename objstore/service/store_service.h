@@ -105,6 +105,8 @@ class StoreService {
   // store.create with `ahead`: room for the client's next put, only from room to spare.
   void create_ahead(const ObjectId& id, uint64_t size, ClientId client,
                     transport::RpcResponder<proto::CreateResponse> reply);
+  // Seals an object `client` created (store.seal, or a seal in store.batch).
+  Status seal_created(const ObjectId& id, ClientId client);
   // A room created ahead was sealed or aborted: it no longer counts against its client.
   void forget_ahead(const ObjectId& id, ClientId client);
   void handle_seal(const proto::SealRequest& request,

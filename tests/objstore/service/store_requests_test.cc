@@ -182,6 +182,20 @@ TEST_F(StoreRequests, SealByAnotherClientThanTheCreatorIsRefused) {
                      .call<proto::SealRequest, proto::SealResponse>(*other, "store.seal", seal, 10s)
                      .get();
   EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status();
+  // The same in a batch (how the client runtime seals), and a seal of an id that is no object.
+  proto::StoreBatchRequest batch;
+  batch.add_ops()->set_seal(id.binary());
+  batch.add_ops()->set_seal(ObjectId::random().binary());
+  batch.add_ops()->set_seal("short");
+  auto batch_refused = rpc_->client()
+                           .call<proto::StoreBatchRequest, proto::StoreBatchResponse>(
+                               *other, "store.batch", batch, 10s)
+                           .get();
+  ASSERT_TRUE(batch_refused.ok()) << batch_refused.status();
+  EXPECT_EQ(batch_refused->refused(), 3u);
+  EXPECT_NE(batch_refused->first_error().find("not being created by this client"),
+            std::string::npos)
+      << batch_refused->first_error();
   // The creator's connection closes: its unsealed object is aborted and the space comes back.
   peer_->close();
   auto stats_after = [&] {
