@@ -155,8 +155,11 @@ void TransportTest::TearDown() {
   endpoints_.clear();
   locals_.clear();
   client_.reset();
-  transport_.reset();
+  // The peers go first (killed and reaped): the transport's last act over libfabric's shm
+  // provider is to sweep the regions of dead processes, theirs included, so that no test
+  // leaves a file in /dev/shm.
   peers_.clear();
+  transport_.reset();
   secret_.reset();
 }
 
