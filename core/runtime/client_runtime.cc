@@ -145,6 +145,13 @@ void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
   push(std::move(item));
 }
 
+void ClientRuntime::enqueue_remove_ref(const ObjectId& id, const std::string& owner) {
+  objstore::proto::BatchOp op;
+  op.mutable_remove_ref()->set_object_id(id.binary());
+  op.mutable_remove_ref()->set_owner_address(owner);
+  enqueue(std::move(op));
+}
+
 void ClientRuntime::push(Outgoing item) {
   {
     std::unique_lock lock(send_mu_);
@@ -491,12 +498,7 @@ void ClientRuntime::give_back(AheadRoom& room) {
   if (undo) forget_room(room.id);  // Otherwise its answer does it, if it is a room.
 }
 
-void ClientRuntime::forget_room(const ObjectId& id) {
-  objstore::proto::BatchOp op;
-  op.mutable_remove_ref()->set_object_id(id.binary());
-  op.mutable_remove_ref()->set_owner_address(node_address_);
-  enqueue(std::move(op));
-}
+void ClientRuntime::forget_room(const ObjectId& id) { enqueue_remove_ref(id, node_address_); }
 
 void ClientRuntime::give_back_if_idle() {
   std::deque<std::shared_ptr<AheadRoom>> idle;
@@ -698,12 +700,10 @@ void ClientRuntime::release(const ObjectId& id) {
   // Queued under mu_: an adopt() of the same object that follows must find the drop queued
   // before its store.add_refs (which waits for it), or the node would apply the drop last.
   // Nobody waits for it: the node frees what nobody references.
-  objstore::proto::BatchOp op;
-  op.mutable_remove_ref()->set_object_id(id.binary());
-  op.mutable_remove_ref()->set_owner_address(std::move(it->second.owner));
+  const std::string owner = std::move(it->second.owner);
   forget_pin_locked(it->second);
   entries_.erase(it);
-  enqueue(std::move(op));
+  enqueue_remove_ref(id, owner);
 }
 
 void ClientRuntime::keep_pin_locked(const ObjectId& id, Entry& entry) {

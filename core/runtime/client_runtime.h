@@ -146,6 +146,8 @@ class ClientRuntime {
                       std::chrono::milliseconds timeout);
   // Queues one-way traffic for the node.
   void enqueue(objstore::proto::BatchOp op);
+  // Queues the drop of this process's reference to `id` (owned by `owner`).
+  void enqueue_remove_ref(const ObjectId& id, const std::string& owner);
 
   // Room for a put larger than max_inline_bytes: its object id and offset in the segment.
   struct Room {

@@ -252,7 +252,7 @@ void StoreService::handle_create(const proto::CreateRequest& request,
       [this, id = *id, size = request.size(), client] {
         return store_->create(id, size, client, CopyKind::kPrimary);
       },
-      request.ahead() ? Clock::now() : deadline_after(request.timeout_ms()),
+      deadline_after(request.timeout_ms()),
       [this, id = *id, client, reply](StatusOr<Placement> placement) {
         if (!placement.ok()) return reply.respond(placement.status());
         if (!connected(client)) {
@@ -272,9 +272,9 @@ void StoreService::create_ahead(const ObjectId& id, uint64_t size, ClientId clie
                                 RpcResponder<proto::CreateResponse> reply) {
   // Room for the client's next put, asked before it needs it: only from room free now, with an
   // eighth of the store to spare, and none while puts wait for room.
-  uint64_t& held = ahead_bytes_[client];
+  const auto holding = ahead_bytes_.find(client);
+  const uint64_t held = holding == ahead_bytes_.end() ? 0 : holding->second;
   if (size == 0 || size > config_.put_ahead_bytes || held + size > config_.put_ahead_bytes) {
-    if (held == 0) ahead_bytes_.erase(client);
     return reply.respond(
         invalid_argument_error(str_cat("room asked ahead for ", size, " bytes, with ", held,
                                        " held ahead already: more than the node's ",
@@ -284,11 +284,8 @@ void StoreService::create_ahead(const ObjectId& id, uint64_t size, ClientId clie
       waiting_for_room_ > 0
           ? resource_exhausted_error("puts are waiting for room")
           : store_->create_from_spare_room(id, size, client, store_->capacity() / 8);
-  if (!placement.ok()) {
-    if (held == 0) ahead_bytes_.erase(client);
-    return reply.respond(placement.status().with_context("room ahead"));
-  }
-  held += size;
+  if (!placement.ok()) return reply.respond(placement.status().with_context("room ahead"));
+  ahead_bytes_[client] += size;
   ahead_rooms_[id] = size;
   unsealed_[id] = client;
   refs_->created(id, client);

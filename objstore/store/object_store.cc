@@ -111,12 +111,7 @@ ObjectStore::~ObjectStore() {
 StatusOr<Placement> ObjectStore::create(ObjectId id, uint64_t size, ClientId creator,
                                         CopyKind kind) {
   Section section(*this);
-  if (const ObjectEntry* existing = table_.find(id)) {
-    return already_exists_error(str_cat(
-        "object ", id.to_hex(), " is already in this node's store (",
-        object_state_name(existing->state), existing->pending_remove ? ", being removed" : "",
-        "): an object id is created once"));
-  }
+  HALO_RETURN_IF_ERROR(check_new_id_locked(id));
   if (size > options_.capacity_bytes) {
     return out_of_range_error(
         str_cat("object ", id.to_hex(), " is ", size, " bytes (", format_bytes(size),
@@ -133,13 +128,19 @@ StatusOr<Placement> ObjectStore::create(ObjectId id, uint64_t size, ClientId cre
   return Placement{*room.offset, size};
 }
 
+Status ObjectStore::check_new_id_locked(ObjectId id) const {
+  const ObjectEntry* existing = table_.find(id);
+  if (existing == nullptr) return Status();
+  return already_exists_error(str_cat("object ", id.to_hex(), " is already in this node's store (",
+                                      object_state_name(existing->state),
+                                      existing->pending_remove ? ", being removed" : "",
+                                      "): an object id is created once"));
+}
+
 StatusOr<Placement> ObjectStore::create_from_spare_room(ObjectId id, uint64_t size,
                                                         ClientId creator, uint64_t spare) {
   Section section(*this);
-  if (table_.find(id) != nullptr) {
-    return already_exists_error(
-        str_cat("object ", id.to_hex(), " is already in this node's store"));
-  }
+  HALO_RETURN_IF_ERROR(check_new_id_locked(id));
   const uint64_t used = allocator_.used();
   const uint64_t block = allocator_.rounded_size(size);
   if (used > options_.capacity_bytes || options_.capacity_bytes - used < block + spare) {
@@ -187,11 +188,7 @@ StatusOr<Placement> ObjectStore::seal_in_arena(ObjectId id, ClientId client, uin
                                           client, " (offset ", a.front, ", ", a.end - a.front,
                                           " bytes left)"));
   }
-  if (const ObjectEntry* existing = table_.find(id)) {
-    return already_exists_error(str_cat("object ", id.to_hex(),
-                                        " is already in this node's store (",
-                                        object_state_name(existing->state), ")"));
-  }
+  HALO_RETURN_IF_ERROR(check_new_id_locked(id));
   if (block < a.end - a.front) allocator_.split(a.front, block);
   ObjectEntry& entry = table_.add(id, size, a.front, client, CopyKind::kPrimary);
   table_.set_state(entry, ObjectState::kSealed);

@@ -207,6 +207,8 @@ class ObjectStore {
   void drop_locked(ObjectEntry& entry);
   void update_evictable_locked(ObjectEntry& entry);
   void after_unpin_locked(ObjectEntry& entry);
+  // ALREADY_EXISTS if `id` is in the store, in any state.
+  Status check_new_id_locked(ObjectId id) const;
   Status room_error_locked(std::string_view what, uint64_t size,
                            uint64_t bytes_being_spilled) const;
   void release_arena_locked(ClientId client);
