@@ -52,8 +52,8 @@ struct Reply {
 struct AheadRoom {
   ObjectId id;
   size_t size = 0;
-  // The node's answer, for the put that takes the room.
-  Reply<objstore::proto::CreateResponse> reply;
+  // The node's answer (the room's offset), for the put that takes the room.
+  Reply<uint64_t> reply;
   // Whichever comes second of the answer and the decision to give the room back undoes the
   // room's creation (a remove_ref), so that giving back never waits for the answer.
   std::mutex mu;
@@ -145,6 +145,18 @@ void ClientRuntime::enqueue(objstore::proto::BatchOp op) {
   push(std::move(item));
 }
 
+void ClientRuntime::ask_room(const ObjectId& id, size_t size, bool ahead, RoomAnswered answered) {
+  Outgoing item;
+  objstore::proto::RoomRequest* room = item.op.emplace().mutable_create();
+  room->set_object_id(id.binary());
+  room->set_size(size);
+  room->set_ahead(ahead);
+  auto once = std::make_shared<std::function<void(StatusOr<uint64_t>)>>(std::move(answered));
+  item.room_answer = [once](StatusOr<uint64_t> offset) { (*once)(std::move(offset)); };
+  item.cancel = [once] { (*once)(cancelled_error("room for a put: the client is shutting down")); };
+  push(std::move(item));
+}
+
 void ClientRuntime::enqueue_remove_ref(const ObjectId& id, const std::string& owner) {
   objstore::proto::BatchOp op;
   op.mutable_remove_ref()->set_object_id(id.binary());
@@ -225,27 +237,32 @@ void ClientRuntime::drain(bool all) {
     }
     // The operations at the front leave as one batch.
     objstore::proto::StoreBatchRequest batch;
+    std::vector<RoomAnswered> rooms;
     uint64_t puts = puts_sent_;
     OpKind strongest = OpKind::kRelease;
     while (!outbox_.empty() && !outbox_.front().call && batch.ops_size() < kMaxBatchOps) {
-      const objstore::proto::BatchOp& op = *outbox_.front().op;
-      if (op.has_arena_put()) ++puts;
-      strongest = std::max(strongest, kind_of(op));
-      *batch.add_ops() = std::move(*outbox_.front().op);
+      Outgoing& item = outbox_.front();
+      if (item.op->has_arena_put()) ++puts;
+      if (item.room_answer) rooms.push_back(std::move(item.room_answer));
+      strongest = std::max(strongest, kind_of(*item.op));
+      *batch.add_ops() = std::move(*item.op);
       outbox_.pop_front();
     }
     puts_sent_ = puts;
     in_flight_ = strongest;
     lock.unlock();
-    send_batch(std::move(batch), puts);
+    send_batch(std::move(batch), puts, std::move(rooms));
     lock.lock();
   }
 }
 
-void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts) {
+void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts,
+                               std::vector<RoomAnswered> rooms) {
   rpc_->client().call<objstore::proto::StoreBatchRequest, objstore::proto::StoreBatchResponse>(
       node_, "store.batch", batch, 30s,
-      [this, puts](StatusOr<objstore::proto::StoreBatchResponse> applied) {
+      [this, puts,
+       rooms = std::move(rooms)](StatusOr<objstore::proto::StoreBatchResponse> applied) {
+        answer_rooms(applied, rooms);
         {
           std::lock_guard lock(send_mu_);
           in_flight_ = OpKind::kNone;
@@ -280,6 +297,23 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
         // progress thread, one at a time.
         transport_->run_on_progress_thread([this] { drain(false); });
       });
+}
+
+void ClientRuntime::answer_rooms(const StatusOr<objstore::proto::StoreBatchResponse>& applied,
+                                 const std::vector<RoomAnswered>& rooms) {
+  for (size_t i = 0; i < rooms.size(); ++i) {
+    if (!applied.ok()) {
+      rooms[i](applied.status().with_context("asking room for a put"));
+    } else if (i >= static_cast<size_t>(applied->rooms_size())) {
+      rooms[i](internal_error(str_cat("the node answered ", applied->rooms_size(), " of ",
+                                      rooms.size(), " rooms asked in a batch")));
+    } else if (const objstore::proto::RoomAnswer& room = applied->rooms(static_cast<int>(i));
+               room.code() != 0) {
+      rooms[i](Status(static_cast<StatusCode>(room.code()), room.message()));
+    } else {
+      rooms[i](room.offset());
+    }
+  }
 }
 
 StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::connect(ClientOptions options) {
@@ -373,7 +407,6 @@ StatusOr<std::shared_ptr<RefState>> ClientRuntime::put(
     objstore::proto::BatchOp seal;
     seal.set_seal(id.binary());
     enqueue(std::move(seal));
-    if (size <= put_ahead_bytes_) create_ahead(size);
   }
   {
     std::lock_guard lock(mu_);
@@ -400,65 +433,74 @@ StatusOr<ClientRuntime::Room> ClientRuntime::room_for(size_t size,
                                                       std::chrono::milliseconds timeout) {
   std::shared_ptr<AheadRoom> ahead;
   std::deque<std::shared_ptr<AheadRoom>> other_size;
+  std::vector<std::shared_ptr<AheadRoom>> asked;
   {
     std::lock_guard lock(ahead_mu_);
-    if (!ahead_.empty() && ahead_.front()->size == size) {
+    if (!ahead_.empty() && ahead_.front()->size != size) other_size.swap(ahead_);
+    asked = rooms_to_ask_locked(size);
+    if (!ahead_.empty()) {
       ahead = std::move(ahead_.front());
       ahead_.pop_front();
-    } else {
-      other_size.swap(ahead_);
     }
   }
   for (auto& room : other_size) give_back(*room);
-  Room room;
-  StatusOr<objstore::proto::CreateResponse> created = internal_error("no room yet");
+  // Asked after what is queued: the drop of the last put's object frees room still in the
+  // cache, which the node hands out again.
+  for (auto& room : asked) ask_room_ahead(room);
   if (ahead) {
-    // Its answer is on the way if it has not arrived: sooner than a new round trip.
-    created = ahead->reply.take();
-    room.id = ahead->id;
-    if (!created.ok()) {
-      // Refused (no room to spare, most likely): the rest would be too. Pause put-ahead and
-      // ask for room the ordinary way.
-      std::deque<std::shared_ptr<AheadRoom>> refused;
-      {
-        std::lock_guard lock(ahead_mu_);
-        ahead_paused_until_ = DeadlineTimer::Clock::now() + kAheadIdle;
-        refused.swap(ahead_);
-      }
-      for (auto& r : refused) give_back(*r);
+    // Its answer is on the way if it has not arrived.
+    StatusOr<uint64_t> offset = ahead->reply.take();
+    if (offset.ok()) return placed(ahead->id, *offset, size);
+    // Refused (no room to spare, most likely): the rest would be too. Pause put-ahead and
+    // ask for room the ordinary way.
+    std::deque<std::shared_ptr<AheadRoom>> refused;
+    {
+      std::lock_guard lock(ahead_mu_);
+      ahead_paused_until_ = DeadlineTimer::Clock::now() + kAheadIdle;
+      refused.swap(ahead_);
     }
+    for (auto& r : refused) give_back(*r);
   }
-  if (!created.ok()) {
-    room.id = ObjectId::random();
-    objstore::proto::CreateRequest create;
-    create.set_object_id(room.id.binary());
-    create.set_size(size);
-    create.set_timeout_ms(timeout.count());
-    created = call<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
-        "store.create", create, call_timeout(timeout));
-    if (!created.ok()) return created.status();
-  }
-  room.offset = created->offset();
-  if (room.offset > segment_->size() || size > segment_->size() - room.offset) {
-    return internal_error(str_cat("the node placed object ", room.id.to_hex(), " (", size,
-                                  " bytes) at offset ", room.offset, ", outside its segment of ",
-                                  segment_->size()));
-  }
-  return room;
+  // Room now, in the next batch (after what is queued, as above), if there is room now.
+  const ObjectId id = ObjectId::random();
+  auto now = std::make_shared<Reply<uint64_t>>();
+  ask_room(id, size, false, [now](StatusOr<uint64_t> offset) { now->set(std::move(offset)); });
+  StatusOr<uint64_t> offset = now->take();
+  if (offset.ok()) return placed(id, *offset, size);
+  if (offset.status().code() != StatusCode::kResourceExhausted) return offset.status();
+  // Not now: store.create waits up to the put's timeout for room.
+  objstore::proto::CreateRequest create;
+  create.set_object_id(id.binary());
+  create.set_size(size);
+  create.set_timeout_ms(timeout.count());
+  HALO_ASSIGN_OR_RETURN(auto created,
+                        (call<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
+                            "store.create", create, call_timeout(timeout))));
+  return placed(id, created.offset(), size);
 }
 
-void ClientRuntime::create_ahead(size_t size) {
-  std::lock_guard lock(ahead_mu_);
+StatusOr<ClientRuntime::Room> ClientRuntime::placed(const ObjectId& id, uint64_t offset,
+                                                    size_t size) const {
+  if (offset > segment_->size() || size > segment_->size() - offset) {
+    return internal_error(str_cat("the node placed object ", id.to_hex(), " (", size,
+                                  " bytes) at offset ", offset, ", outside its segment of ",
+                                  segment_->size()));
+  }
+  return Room{id, offset};
+}
+
+std::vector<std::shared_ptr<AheadRoom>> ClientRuntime::rooms_to_ask_locked(size_t size) {
+  std::vector<std::shared_ptr<AheadRoom>> asked;
   last_large_put_ = DeadlineTimer::Clock::now();
+  if (size > put_ahead_bytes_) return asked;
   if (!idle_check_armed_) {
     idle_check_armed_ = true;
     release_timer_.add(last_large_put_ + kAheadIdle, kAheadIdleDeadline);
   }
-  if (last_large_put_ < ahead_paused_until_) return;
-  // Rooms of another size are given back by the next put of that size.
-  if (!ahead_.empty() && ahead_.front()->size != size) return;
-  // One room after a first put of a size, one more after each further one: a process that
-  // puts a size once holds no more than one room for it.
+  if (last_large_put_ < ahead_paused_until_) return asked;
+  // The room of this put and, after equal puts in a row, of the next ones: one more for each,
+  // as many as put_ahead_bytes holds, at most kMaxRoomsAhead. A process that puts a size once
+  // holds no room for it after the put.
   equal_puts_ = size == equal_size_ ? equal_puts_ + 1 : 1;
   equal_size_ = size;
   const size_t rooms =
@@ -467,25 +509,24 @@ void ClientRuntime::create_ahead(size_t size) {
     auto room = std::make_shared<AheadRoom>();
     room->id = ObjectId::random();
     room->size = size;
-    objstore::proto::CreateRequest create;
-    create.set_object_id(room->id.binary());
-    create.set_size(size);
-    create.set_ahead(true);
-    call_async<objstore::proto::CreateRequest, objstore::proto::CreateResponse>(
-        "store.create", create, 30s,
-        [this, room](StatusOr<objstore::proto::CreateResponse> created) {
-          bool undo = false;
-          {
-            std::lock_guard room_lock(room->mu);
-            room->answered = true;
-            room->created = created.ok();
-            undo = room->given_back && room->created;
-          }
-          if (undo) return forget_room(room->id);
-          room->reply.set(std::move(created));
-        });
-    ahead_.push_back(std::move(room));
+    ahead_.push_back(room);
+    asked.push_back(std::move(room));
   }
+  return asked;
+}
+
+void ClientRuntime::ask_room_ahead(const std::shared_ptr<AheadRoom>& room) {
+  ask_room(room->id, room->size, true, [this, room](StatusOr<uint64_t> offset) {
+    bool undo = false;
+    {
+      std::lock_guard room_lock(room->mu);
+      room->answered = true;
+      room->created = offset.ok();
+      undo = room->given_back && room->created;
+    }
+    if (undo) return forget_room(room->id);
+    room->reply.set(std::move(offset));
+  });
 }
 
 void ClientRuntime::give_back(AheadRoom& room) {

@@ -4,12 +4,14 @@
 //
 // Small puts (at most the node's max_inline_bytes) go into the process's arena, room the node
 // reserved for it once (store.reserve_arena): the caller writes the object at the arena's
-// front and queues its announcement, with no round trip. Larger puts reserve room
-// (store.create), are written in place by the caller, then sealed (one-way: the seal is
-// queued for the next store.batch and not waited for). Put-ahead: after a large put (up to the
-// node's put_ahead_bytes) the process creates the room for its next puts of the same size while the
-// caller goes on, so that a stream of equal puts finds its room ready; a put of another size, or
-// kAheadIdle without a large put, gives it back. A get of an object this process is reading (a view
+// front and queues its announcement, with no round trip. Larger puts ask room in the next
+// store.batch (after the drops of references queued before, so that the room of the object
+// the caller dropped last, still in the cache, is handed out again; store.create, which
+// waits, when there is no room now), are written in place by the caller, then sealed
+// (one-way: the seal is queued for the next store.batch and not waited for). Put-ahead: equal
+// large puts in a row (up to the node's put_ahead_bytes) also ask room for the next ones, so
+// that a stream of them finds its room ready; a put of another size, or kAheadIdle without a
+// large put, gives it back. A get of an object this process is reading (a view
 // of it exists) is answered from its own table; otherwise the node pins it, fetching it from its
 // owner node first.
 //
@@ -130,13 +132,20 @@ class ClientRuntime {
     std::function<void()> cancel;  // Ends a call that will not be sent, with CANCELLED.
     bool after_removes = false;    // A call that must not overtake dropped references.
     bool lazy = false;             // A released pin that may wait for company.
+    // For a RoomRequest: takes the node's answer (the room's offset).
+    std::function<void(StatusOr<uint64_t>)> room_answer;
   };
+  using RoomAnswered = std::function<void(StatusOr<uint64_t>)>;
   void push(Outgoing item);
   // On the progress thread: sends the outbox in order, consecutive operations as one batch;
   // with `all`, released pins too however few.
   void drain(bool all);
   void arm_release_timer_locked();
-  void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts);
+  void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts,
+                  std::vector<RoomAnswered> rooms);
+  // Gives each room asked in a batch the node's answer to it (or the batch's error).
+  static void answer_rooms(const StatusOr<objstore::proto::StoreBatchResponse>& applied,
+                           const std::vector<RoomAnswered>& rooms);
   // The node has applied the first `puts` arena puts (puts_synced_ only grows).
   void note_synced(uint64_t puts);
 
@@ -146,6 +155,9 @@ class ClientRuntime {
                       std::chrono::milliseconds timeout);
   // Queues one-way traffic for the node.
   void enqueue(objstore::proto::BatchOp op);
+  // Queues a RoomRequest (objstore.proto): room created now or never, answered on the
+  // progress thread.
+  void ask_room(const ObjectId& id, size_t size, bool ahead, RoomAnswered answered);
   // Queues the drop of this process's reference to `id` (owned by `owner`).
   void enqueue_remove_ref(const ObjectId& id, const std::string& owner);
 
@@ -154,12 +166,18 @@ class ClientRuntime {
     ObjectId id;
     uint64_t offset = 0;
   };
-  // The oldest room created ahead when it has this size, else a store.create now (waiting up
-  // to `timeout` for room).
+  // The oldest room created ahead when it has this size (asking rooms for the next puts of
+  // the size), else room asked in the next batch, else a store.create (waiting up to `timeout`
+  // for room).
   StatusOr<Room> room_for(size_t size, std::chrono::milliseconds timeout);
-  // Creates rooms for next puts of `size` ahead (store.create with ahead): one more for each
-  // equal put in a row, as many as put_ahead_bytes holds (1 to kMaxRoomsAhead).
-  void create_ahead(size_t size);
+  // `offset` of the segment for an object of `size`, checked to lie in it.
+  StatusOr<Room> placed(const ObjectId& id, uint64_t offset, size_t size) const;
+  // Put-ahead (ahead_mu_ held): the rooms to ask for a put of `size` and the next ones, added
+  // to ahead_; one more for each equal put in a row, as many as put_ahead_bytes holds (1 to
+  // kMaxRoomsAhead).
+  std::vector<std::shared_ptr<AheadRoom>> rooms_to_ask_locked(size_t size);
+  // Asks the node for a room ahead (RoomRequest with `ahead`), whose answer goes to the room.
+  void ask_room_ahead(const std::shared_ptr<AheadRoom>& room);
   // Gives room created ahead back to the node without waiting for its answer: a remove_ref
   // of the unsealed object, queued now or when the answer comes.
   void give_back(AheadRoom& room);

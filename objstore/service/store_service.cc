@@ -246,7 +246,6 @@ void StoreService::handle_create(const proto::CreateRequest& request,
   auto id = object_id_of(request.object_id());
   if (!id.ok()) return reply.respond(id.status());
   const ClientId client = client_of(reply.context().peer());
-  if (request.ahead()) return create_ahead(*id, request.size(), client, std::move(reply));
   reserve(
       client,
       [this, id = *id, size = request.size(), client] {
@@ -259,41 +258,46 @@ void StoreService::handle_create(const proto::CreateRequest& request,
           (void)store_->abort(id);  // It waited for room and its creator left meanwhile.
           return;
         }
-        unsealed_[id] = client;
-        refs_->created(id, client);
-        referenced_ = refs_->size();
+        note_created(id, client);
         proto::CreateResponse response;
         response.set_offset(placement->offset);
         reply.respond(std::move(response));
       });
 }
 
-void StoreService::create_ahead(const ObjectId& id, uint64_t size, ClientId client,
-                                RpcResponder<proto::CreateResponse> reply) {
+StatusOr<Placement> StoreService::create_room(const ObjectId& id, uint64_t size, bool ahead,
+                                              ClientId client) {
+  if (!ahead) {
+    HALO_ASSIGN_OR_RETURN(Placement placement,
+                          store_->create(id, size, client, CopyKind::kPrimary));
+    note_created(id, client);
+    return placement;
+  }
   // Room for the client's next put, asked before it needs it: only from room free now, with an
   // eighth of the store to spare, and none while puts wait for room.
   const auto holding = ahead_bytes_.find(client);
   const uint64_t held = holding == ahead_bytes_.end() ? 0 : holding->second;
   if (size == 0 || size > config_.put_ahead_bytes || held + size > config_.put_ahead_bytes) {
-    return reply.respond(
-        invalid_argument_error(str_cat("room asked ahead for ", size, " bytes, with ", held,
-                                       " held ahead already: more than the node's ",
-                                       config_.put_ahead_bytes, " (--put-ahead-bytes)")));
+    return invalid_argument_error(str_cat("room asked ahead for ", size, " bytes, with ", held,
+                                          " held ahead already: more than the node's ",
+                                          config_.put_ahead_bytes, " (--put-ahead-bytes)"));
   }
+  if (waiting_for_room_ > 0)
+    return resource_exhausted_error("room ahead: puts are waiting for room");
   StatusOr<Placement> placement =
-      waiting_for_room_ > 0
-          ? resource_exhausted_error("puts are waiting for room")
-          : store_->create_from_spare_room(id, size, client, store_->capacity() / 8);
-  if (!placement.ok()) return reply.respond(placement.status().with_context("room ahead"));
+      store_->create_from_spare_room(id, size, client, store_->capacity() / 8);
+  if (!placement.ok()) return placement.status().with_context("room ahead");
   ahead_bytes_[client] += size;
   ahead_rooms_[id] = size;
+  ++rooms_created_ahead_;
+  note_created(id, client);
+  return placement;
+}
+
+void StoreService::note_created(const ObjectId& id, ClientId client) {
   unsealed_[id] = client;
   refs_->created(id, client);
   referenced_ = refs_->size();
-  ++rooms_created_ahead_;
-  proto::CreateResponse response;
-  response.set_offset(placement->offset);
-  reply.respond(std::move(response));
 }
 
 void StoreService::forget_ahead(const ObjectId& id, ClientId client) {
@@ -435,6 +439,23 @@ void StoreService::handle_batch(const proto::StoreBatchRequest& request,
           break;
         }
         if (Status s = seal_created(*id, client); !s.ok()) refuse(s);
+        break;
+      }
+      case proto::BatchOp::kCreate: {
+        const proto::RoomRequest& room = op.create();
+        proto::RoomAnswer* answer = response.add_rooms();
+        answer->set_object_id(room.object_id());
+        auto id = object_id_of(room.object_id());
+        if (!id.ok()) refuse(id.status());
+        StatusOr<Placement> placement = id.ok()
+                                            ? create_room(*id, room.size(), room.ahead(), client)
+                                            : StatusOr<Placement>(id.status());
+        if (placement.ok()) {
+          answer->set_offset(placement->offset);
+        } else {
+          answer->set_code(static_cast<int32_t>(placement.status().code()));
+          answer->set_message(std::string(placement.status().message()));
+        }
         break;
       }
       case proto::BatchOp::kRelease: {

@@ -102,9 +102,10 @@ class StoreService {
                       transport::RpcResponder<proto::StoreConnectResponse> reply);
   void handle_create(const proto::CreateRequest& request,
                      transport::RpcResponder<proto::CreateResponse> reply);
-  // store.create with `ahead`: room for the client's next put, only from room to spare.
-  void create_ahead(const ObjectId& id, uint64_t size, ClientId client,
-                    transport::RpcResponder<proto::CreateResponse> reply);
+  // A RoomRequest of store.batch: room created now or never (see objstore.proto).
+  StatusOr<Placement> create_room(const ObjectId& id, uint64_t size, bool ahead, ClientId client);
+  // `client` created object `id` (unsealed): it holds a reference and may seal it.
+  void note_created(const ObjectId& id, ClientId client);
   // Seals an object `client` created (store.seal, or a seal in store.batch).
   Status seal_created(const ObjectId& id, ClientId client);
   // A room created ahead was sealed or aborted: it no longer counts against its client.

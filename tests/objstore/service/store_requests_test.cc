@@ -68,6 +68,22 @@ class StoreRequests : public ::testing::Test {
     return s.ok() ? *s : proto::StoreStatsResponse();
   }
 
+  // Room asked in a store.batch of its own (how the client runtime asks the room of a large
+  // put): the node's answer.
+  proto::RoomAnswer ask_room(uint64_t size, bool ahead) {
+    proto::StoreBatchRequest batch;
+    proto::RoomRequest* room = batch.add_ops()->mutable_create();
+    room->set_object_id(ObjectId::random().binary());
+    room->set_size(size);
+    room->set_ahead(ahead);
+    auto answered = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", batch);
+    EXPECT_TRUE(answered.ok()) << answered.status();
+    if (!answered.ok()) return proto::RoomAnswer();
+    EXPECT_EQ(answered->refused(), 0u) << answered->first_error();
+    EXPECT_EQ(answered->rooms_size(), 1);
+    return answered->rooms_size() == 1 ? answered->rooms(0) : proto::RoomAnswer();
+  }
+
   TempDir dir_;
   std::unique_ptr<GcsChild> gcs_;
   std::unique_ptr<ChildProcess> node_;
@@ -122,42 +138,38 @@ TEST_F(StoreRequests, MalformedRequestsGetClearErrorsAndTheStoreKeepsServing) {
 }
 
 TEST_F(StoreRequests, RoomAheadIsGrantedOnlyFromRoomToSpareNeverWaitsAndComesBackUnused) {
-  auto create = [&](uint64_t size, bool ahead) {
-    proto::CreateRequest request;
-    request.set_object_id(ObjectId::random().binary());
-    request.set_size(size);
-    request.set_ahead(ahead);
-    request.set_timeout_ms(60'000);  // Ignored ahead: room ahead never waits.
-    auto created = call<proto::CreateRequest, proto::CreateResponse>("store.create", request);
-    return std::make_pair(request.object_id(), created);
-  };
   // More than a client may hold ahead (--put-ahead-bytes, 32 MiB by default).
-  auto [too_big_id, too_big] = create(33ull << 20, true);
-  EXPECT_EQ(too_big.status().code(), StatusCode::kInvalidArgument) << too_big.status();
-  EXPECT_NE(too_big.status().message().find("--put-ahead-bytes"), std::string_view::npos)
-      << too_big.status();
+  const proto::RoomAnswer too_big = ask_room(33ull << 20, true);
+  EXPECT_EQ(too_big.code(), static_cast<int>(StatusCode::kInvalidArgument)) << too_big.message();
+  EXPECT_NE(too_big.message().find("--put-ahead-bytes"), std::string::npos) << too_big.message();
 
-  auto [ahead_id, ahead] = create(8ull << 20, true);
-  ASSERT_TRUE(ahead.ok()) << ahead.status();
+  const proto::RoomAnswer ahead = ask_room(8ull << 20, true);
+  ASSERT_EQ(ahead.code(), 0) << ahead.message();
   EXPECT_EQ(stats().rooms_created_ahead(), 1u);
   // The node holds each client to --put-ahead-bytes in all, whatever the client asks.
-  auto [over_id, over] = create(25ull << 20, true);
-  EXPECT_EQ(over.status().code(), StatusCode::kInvalidArgument) << over.status();
-  EXPECT_NE(over.status().message().find("held ahead already"), std::string_view::npos)
-      << over.status();
+  const proto::RoomAnswer over = ask_room(25ull << 20, true);
+  EXPECT_EQ(over.code(), static_cast<int>(StatusCode::kInvalidArgument)) << over.message();
+  EXPECT_NE(over.message().find("held ahead already"), std::string::npos) << over.message();
   // 8 MiB ahead and 18 MiB created: 6 MiB free, less than 4 MiB plus an eighth of the store.
-  auto [held_id, held] = create(18ull << 20, false);
-  ASSERT_TRUE(held.ok()) << held.status();
+  const proto::RoomAnswer held = ask_room(18ull << 20, false);
+  ASSERT_EQ(held.code(), 0) << held.message();
+  const proto::RoomAnswer refused = ask_room(4ull << 20, true);
+  EXPECT_EQ(refused.code(), static_cast<int>(StatusCode::kResourceExhausted)) << refused.message();
+  // Room not ahead is granted while there is room now...
+  const proto::RoomAnswer last = ask_room(4ull << 20, false);
+  ASSERT_EQ(last.code(), 0) << last.message();
+  // ...and never waited for in a batch: with 2 MiB free, at once RESOURCE_EXHAUSTED (a put
+  // then asks with store.create, which waits).
   const auto before = std::chrono::steady_clock::now();
-  auto [refused_id, refused] = create(4ull << 20, true);
-  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status();
-  EXPECT_LT(std::chrono::steady_clock::now() - before, 5s) << "room ahead waited for room";
+  const proto::RoomAnswer full = ask_room(4ull << 20, false);
+  EXPECT_EQ(full.code(), static_cast<int>(StatusCode::kResourceExhausted)) << full.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 5s) << "room in a batch waited for room";
   EXPECT_EQ(stats().puts_waiting_for_room(), 0u);
 
   // Dropping the unsealed rooms gives them back: the store is empty again.
   proto::StoreBatchRequest drop;
-  for (const std::string& id : {ahead_id, held_id}) {
-    drop.add_ops()->mutable_remove_ref()->set_object_id(id);
+  for (const proto::RoomAnswer* room : {&ahead, &held, &last}) {
+    drop.add_ops()->mutable_remove_ref()->set_object_id(room->object_id());
   }
   auto dropped = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", drop);
   ASSERT_TRUE(dropped.ok()) << dropped.status();
@@ -165,6 +177,31 @@ TEST_F(StoreRequests, RoomAheadIsGrantedOnlyFromRoomToSpareNeverWaitsAndComesBac
   const proto::StoreStatsResponse after = stats();
   EXPECT_EQ(after.used_bytes(), 0u);
   EXPECT_EQ(after.objects(), 0u);
+}
+
+TEST_F(StoreRequests, RoomAskedAfterADroppedObjectInOneBatchIsTheDroppedObjectsPlace) {
+  // The client runtime asks the room of a put after the drop of the last put's object, so that
+  // a stream of puts writes over memory still in the cache.
+  const proto::RoomAnswer first = ask_room(4ull << 20, false);
+  ASSERT_EQ(first.code(), 0) << first.message();
+  proto::StoreBatchRequest batch;
+  batch.add_ops()->set_seal(first.object_id());
+  batch.add_ops()->mutable_remove_ref()->set_object_id(first.object_id());
+  proto::RoomRequest* next = batch.add_ops()->mutable_create();
+  next->set_object_id(ObjectId::random().binary());
+  next->set_size(4ull << 20);
+  // A room with a malformed id is refused, and answered too, in its place.
+  proto::RoomRequest* malformed = batch.add_ops()->mutable_create();
+  malformed->set_object_id("short");
+  malformed->set_size(1ull << 20);
+  auto answered = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", batch);
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  EXPECT_EQ(answered->refused(), 1u);
+  ASSERT_EQ(answered->rooms_size(), 2);
+  EXPECT_EQ(answered->rooms(0).code(), 0) << answered->rooms(0).message();
+  EXPECT_EQ(answered->rooms(0).offset(), first.offset());
+  EXPECT_EQ(answered->rooms(1).code(), static_cast<int>(StatusCode::kInvalidArgument));
+  EXPECT_EQ(stats().objects(), 1u);
 }
 
 TEST_F(StoreRequests, SealByAnotherClientThanTheCreatorIsRefused) {
