@@ -248,6 +248,7 @@ class LoopbackTransport : public Transport {
   }
   bool on_progress_thread() const override { return core_->loop->on_thread(); }
   TransportStats stats() const override { return {}; }
+  std::shared_ptr<std::atomic<int64_t>> awaited_replies() override { return awaited_; }
 
   // Delivers an active message on the progress thread (called via the loop).
   void deliver(const std::shared_ptr<LoopbackEndpoint>& to, uint16_t am_id,
@@ -301,6 +302,7 @@ class LoopbackTransport : public Transport {
   std::function<void(const EndpointPtr&)> accept_;
   std::function<void(const EndpointPtr&, const Status&)> failure_;
   std::map<uint64_t, std::shared_ptr<LoopbackEndpoint>> endpoints_;  // Guarded by core_->mu.
+  const std::shared_ptr<std::atomic<int64_t>> awaited_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 inline void LoopbackEndpoint::send_am(uint16_t am_id, std::span<const std::byte> header,

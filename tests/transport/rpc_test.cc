@@ -383,6 +383,31 @@ TEST_P(RpcTest, DeadlineExceededOnTimeAndTheServerSendsNoLateReply) {
   EXPECT_EQ(client_.rpc->stats().calls_deadline_exceeded, 1u);
 }
 
+TEST_P(RpcTest, TheTransportCountsTheRepliesAwaitedWhicheverWayACallEnds) {
+  // The progress thread spins a while before sleeping only while this count is above zero.
+  const auto awaited = client_.transport->awaited_replies();
+  EXPECT_EQ(awaited->load(), 0);
+  auto answered = call("hold", "answered");
+  auto timed_out = call("hold", "times out", 300ms);
+  ASSERT_TRUE(held_.wait_for_count(2));
+  EXPECT_EQ(awaited->load(), 2);
+  ASSERT_EQ(timed_out.wait_for(300ms + kMargin), std::future_status::ready);
+  EXPECT_EQ(awaited->load(), 1);
+  auto held = held_.take();
+  ASSERT_EQ(held.size(), 2u);
+  for (auto& responder : held) responder.respond(EchoResponse());  // One is past its deadline.
+  auto response = get(answered);
+  EXPECT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(awaited->load(), 0);
+  // Calls still outstanding when the RPC node goes end as CANCELLED, and count no more.
+  auto cancelled = call("hold", "cancelled");
+  ASSERT_TRUE(held_.wait_for_count(1));
+  EXPECT_EQ(awaited->load(), 1);
+  client_.rpc.reset();
+  EXPECT_EQ(get(cancelled).status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(awaited->load(), 0);
+}
+
 TEST_P(RpcTest, LateResponseIsIgnored) {
   // A raw server that answers only when told, ignoring the deadline.
   auto raw = RawPeer::create(GetParam());

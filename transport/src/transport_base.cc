@@ -419,10 +419,14 @@ void TransportBase::progress_loop() {
   const auto spin = config_.progress_mode == "event"
                         ? std::chrono::microseconds(0)
                         : std::chrono::microseconds(config_.progress_spin_us);
+  const auto await_spin = std::max(spin, std::chrono::microseconds(config_.progress_await_spin_us));
   auto last_activity = Clock::now();
-  // Reading the clock costs about as much as an idle pass of the library, so the loop reads
-  // it only every kClockEvery passes: timers and the spin window are coarse by design.
+  // A loop that may sleep reads the clock (~30 ns) after every pass, so that it sleeps as soon
+  // as its spin window is over: an idle pass of the library over TCP is a syscall (~1 us), and
+  // every pass spent past the window is a core taken from the application on a small machine.
+  // A polling loop reads it every kClockEvery passes (timers are coarse by design).
   constexpr unsigned kClockEvery = 64;
+  const unsigned clock_every = may_sleep ? 1 : kClockEvery;
   unsigned passes = 0;
   bool active = false;
   for (;;) {
@@ -430,7 +434,7 @@ void TransportBase::progress_loop() {
     unsigned events = progress_backend();
     if (has_posted_.load(std::memory_order_relaxed)) events += drain_posted();
     active |= events > 0;
-    if (++passes % kClockEvery != 0) continue;
+    if (++passes % clock_every != 0) continue;
     const auto now = Clock::now();
     coarse_now_ = now;
     if (now >= next_timer_run_) {
@@ -442,7 +446,10 @@ void TransportBase::progress_loop() {
       active = false;
       continue;
     }
-    if (!may_sleep || now - last_activity < spin) continue;
+    if (!may_sleep) continue;
+    const bool awaiting = awaited_replies_->load(std::memory_order_relaxed) > 0 ||
+                          operations_pending_.load(std::memory_order_relaxed) > 0;
+    if (now - last_activity < (awaiting ? await_spin : spin)) continue;
 
     sleeping_.store(true);
     if (!has_posted_.load() && !draining_ && arm_backend()) {

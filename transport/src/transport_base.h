@@ -133,6 +133,7 @@ class TransportBase : public Transport {
   void run_on_progress_thread(std::function<void()> fn) final;
   bool on_progress_thread() const final;
   TransportStats stats() const final;
+  std::shared_ptr<std::atomic<int64_t>> awaited_replies() final { return awaited_replies_; }
 
   const TransportConfig& config() const { return config_; }
 
@@ -223,7 +224,8 @@ class TransportBase : public Transport {
   bool draining_ = false;  // stop() has closed every endpoint; progress thread only.
   bool started_ = false;
   Clock::time_point next_timer_run_ = Clock::now();
-  // The loop's last clock reading (at most kClockEvery passes old): liveness stamps use it
+  // The loop's last clock reading (at most kClockEvery passes old in "poll" mode): liveness
+  // stamps use it
   // instead of reading the clock once per message.
   Clock::time_point coarse_now_ = Clock::now();
 
@@ -232,6 +234,8 @@ class TransportBase : public Transport {
   std::atomic<uint64_t> peers_failed_{0};
   std::atomic<uint64_t> endpoints_open_{0};
   std::atomic<uint64_t> operations_pending_{0};
+  const std::shared_ptr<std::atomic<int64_t>> awaited_replies_ =
+      std::make_shared<std::atomic<int64_t>>(0);
 };
 
 }  // namespace halo::transport::internal

@@ -17,8 +17,10 @@ std::string describe(const RpcMethod& method, const Endpoint& peer) {
 }  // namespace
 
 ClientCore::ClientCore(std::shared_ptr<RpcCounters> counters,
+                       std::shared_ptr<std::atomic<int64_t>> awaited,
                        std::chrono::milliseconds check_interval)
     : counters_(std::move(counters)),
+      awaited_(std::move(awaited)),
       timer_([this](uint64_t id) { on_deadline(id); }, check_interval,
              [this] { check_endpoints(); }) {}
 
@@ -47,6 +49,7 @@ RpcCallId ClientCore::start_call(const EndpointPtr& peer, const RpcMethod& metho
     }
     // Registered before sending: the response may arrive before send_am returns.
     calls_.emplace(id, PendingCall{peer, method, deadline, timeout, std::move(sink)});
+    count_calls_locked();
     timer_.add(deadline, id);
   }
   RpcCounters::bump(counters_->calls_started);
@@ -109,6 +112,7 @@ void ClientCore::on_response(const AmMessage& message) {
         it->second.peer->id() == message.from->id()) {
       call = std::move(it->second);
       calls_.erase(it);
+      count_calls_locked();
     }
   }
   if (!call) {
@@ -150,6 +154,7 @@ void ClientCore::stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
     calls.swap(calls_);
+    count_calls_locked();
   }
   // Not under mu_: the timer thread may be waiting for it in a callback.
   timer_.stop();
@@ -168,6 +173,7 @@ std::optional<ClientCore::PendingCall> ClientCore::take(RpcCallId id) {
     if (it == calls_.end()) return std::nullopt;
     call = std::move(it->second);
     calls_.erase(it);
+    count_calls_locked();
   }
   timer_.remove(call->deadline, id);
   return call;
@@ -195,6 +201,10 @@ void ClientCore::complete(RpcCallId, PendingCall& call, Status status,
   call.sink(std::move(status), body);
 }
 
+void ClientCore::count_calls_locked() {
+  awaited_->store(static_cast<int64_t>(calls_.size()), std::memory_order_relaxed);
+}
+
 void ClientCore::on_deadline(RpcCallId id) {
   std::optional<PendingCall> call;
   {
@@ -203,6 +213,7 @@ void ClientCore::on_deadline(RpcCallId id) {
     if (it == calls_.end()) return;
     call = std::move(it->second);
     calls_.erase(it);
+    count_calls_locked();
   }
   complete(id, *call,
            deadline_exceeded_error(str_cat(describe(call->method, *call->peer),
@@ -219,6 +230,7 @@ void ClientCore::fail_where(const std::function<bool(const PendingCall&)>& doome
       if (doomed(it->second)) {
         failed.emplace_back(it->first, std::move(it->second));
         it = calls_.erase(it);
+        count_calls_locked();
       } else {
         ++it;
       }

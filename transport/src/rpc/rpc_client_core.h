@@ -23,7 +23,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
   using ResponseSink = std::function<void(Status status, std::span<const std::byte> body)>;
 
-  ClientCore(std::shared_ptr<RpcCounters> counters, std::chrono::milliseconds check_interval);
+  // `awaited` is kept at the number of outstanding calls (Transport::awaited_replies).
+  ClientCore(std::shared_ptr<RpcCounters> counters, std::shared_ptr<std::atomic<int64_t>> awaited,
+             std::chrono::milliseconds check_interval);
   ~ClientCore();
   ClientCore(const ClientCore&) = delete;
   ClientCore& operator=(const ClientCore&) = delete;
@@ -50,6 +52,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   };
 
   std::optional<PendingCall> take(RpcCallId id);
+  // Publishes calls_.size() to awaited_ (mu_ held).
+  void count_calls_locked();
   void complete(RpcCallId id, PendingCall& call, Status status, std::span<const std::byte> body);
   void on_deadline(RpcCallId id);
   // Fails calls whose endpoint is no longer open (closed without a failure report).
@@ -59,6 +63,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                   const std::function<Status(const PendingCall&)>& why);
 
   const std::shared_ptr<RpcCounters> counters_;
+  const std::shared_ptr<std::atomic<int64_t>> awaited_;
   std::atomic<uint64_t> next_id_{1};
 
   std::mutex mu_;

@@ -13,10 +13,11 @@ namespace internal {
 // `stopping` then turns every handler into a no-op.
 class NodeCore {
  public:
-  explicit NodeCore(const RpcConfig& config)
+  NodeCore(const RpcConfig& config, std::shared_ptr<std::atomic<int64_t>> awaited_replies)
       : counters(std::make_shared<RpcCounters>()),
         client(std::make_shared<ClientCore>(
-            counters, std::chrono::milliseconds(config.endpoint_check_interval_ms))),
+            counters, std::move(awaited_replies),
+            std::chrono::milliseconds(config.endpoint_check_interval_ms))),
         server(std::make_shared<ServerCore>(counters, config.handler_threads)) {}
 
   void on_failure(const EndpointPtr& endpoint, const Status& why) {
@@ -54,7 +55,7 @@ StatusOr<std::unique_ptr<RpcNode>> RpcNode::create(Transport& transport, RpcConf
     return invalid_argument_error(
         "RpcConfig: handler_threads must be >= 0 and endpoint_check_interval_ms > 0");
   }
-  auto core = std::make_shared<internal::NodeCore>(config);
+  auto core = std::make_shared<internal::NodeCore>(config, transport.awaited_replies());
   auto install = [&]() -> Status {
     HALO_RETURN_IF_ERROR(transport.set_am_handler(kRpcRequestAm, [core](AmMessage& message) {
       if (!core->stopping.load()) core->server->on_request(message);

@@ -30,6 +30,7 @@
 // thread and must not block; calls made from inside a callback start inline (no hand-off).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -197,6 +198,11 @@ class Transport {
   virtual bool on_progress_thread() const = 0;
 
   virtual TransportStats stats() const = 0;
+
+  // Replies awaited over this transport, counted by its RpcNode's client: while the count is
+  // above zero, the progress thread spins up to progress_await_spin_us after its last event
+  // before it sleeps. Shared, so that either side may outlive the other.
+  virtual std::shared_ptr<std::atomic<int64_t>> awaited_replies() = 0;
 };
 
 }  // namespace halo::transport
