@@ -52,6 +52,9 @@ struct Reply {
 struct AheadRoom {
   ObjectId id;
   size_t size = 0;
+  // Asked ahead of the put that takes it (RoomRequest.ahead); else the room of the put that
+  // asked it, with no room ready.
+  bool ahead = true;
   // The node's answer (the room's offset), for the put that takes the room.
   Reply<uint64_t> reply;
   // Whichever comes second of the answer and the decision to give the room back undoes the
@@ -81,6 +84,7 @@ ClientRuntime::OpKind kind_of(const objstore::proto::BatchOp& op) {
   if (op.has_arena_put()) return ClientRuntime::OpKind::kPut;
   // A seal need not hold back calls: whoever reads the object waits at the node for it.
   if (op.has_remove_ref() || op.has_seal()) return ClientRuntime::OpKind::kRemove;
+  // Released pins, and room asked for a put (no call is about an object before its put).
   return ClientRuntime::OpKind::kRelease;
 }
 
@@ -201,9 +205,11 @@ void ClientRuntime::drain(bool all) {
   //   - released pins: anything may overtake them (pins count). Alone, they wait until
   //     kLazyReleases of them are queued or kReleaseDelay has passed, to leave in batches.
   //
+  //   - rooms asked for puts: anything may overtake them.
+  //
   // Otherwise everything leaves in the order it was queued, so that, say, the drop of the last
-  // put's reference reaches the node before the next put's store.create and its room is
-  // reused while still in the cache.
+  // put's reference reaches the node before the next put's room request (in the same batch or
+  // an earlier one), and its room is reused while still in the cache.
   while (!closed_ && !outbox_.empty()) {
     // The first call in the outbox, and the strongest kind of operation queued before it.
     auto call = outbox_.end();
@@ -237,13 +243,15 @@ void ClientRuntime::drain(bool all) {
     }
     // The operations at the front leave as one batch.
     objstore::proto::StoreBatchRequest batch;
-    std::vector<RoomAnswered> rooms;
+    std::vector<AskedRoom> rooms;
     uint64_t puts = puts_sent_;
     OpKind strongest = OpKind::kRelease;
     while (!outbox_.empty() && !outbox_.front().call && batch.ops_size() < kMaxBatchOps) {
       Outgoing& item = outbox_.front();
       if (item.op->has_arena_put()) ++puts;
-      if (item.room_answer) rooms.push_back(std::move(item.room_answer));
+      if (item.room_answer) {
+        rooms.push_back({item.op->create().object_id(), std::move(item.room_answer)});
+      }
       strongest = std::max(strongest, kind_of(*item.op));
       *batch.add_ops() = std::move(*item.op);
       outbox_.pop_front();
@@ -257,7 +265,7 @@ void ClientRuntime::drain(bool all) {
 }
 
 void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts,
-                               std::vector<RoomAnswered> rooms) {
+                               std::vector<AskedRoom> rooms) {
   rpc_->client().call<objstore::proto::StoreBatchRequest, objstore::proto::StoreBatchResponse>(
       node_, "store.batch", batch, 30s,
       [this, puts,
@@ -300,18 +308,27 @@ void ClientRuntime::send_batch(objstore::proto::StoreBatchRequest batch, uint64_
 }
 
 void ClientRuntime::answer_rooms(const StatusOr<objstore::proto::StoreBatchResponse>& applied,
-                                 const std::vector<RoomAnswered>& rooms) {
+                                 const std::vector<AskedRoom>& rooms) {
   for (size_t i = 0; i < rooms.size(); ++i) {
+    const RoomAnswered& answered = rooms[i].answered;
     if (!applied.ok()) {
-      rooms[i](applied.status().with_context("asking room for a put"));
+      if (applied.status().code() == StatusCode::kCancelled) {
+        answered(applied.status());  // Shutting down: the node drops whatever this created.
+        continue;
+      }
+      // The node may have created the room nonetheless (the answer was lost or late): it goes
+      // back. UNAVAILABLE, whatever the batch's code, so that no put takes this for "no room".
+      if (auto id = ObjectId::from_binary(rooms[i].object_id); id.ok()) forget_room(*id);
+      answered(unavailable_error(
+          str_cat("asking room for a put: the node did not answer: ", applied.status())));
     } else if (i >= static_cast<size_t>(applied->rooms_size())) {
-      rooms[i](internal_error(str_cat("the node answered ", applied->rooms_size(), " of ",
+      answered(internal_error(str_cat("the node answered ", applied->rooms_size(), " of ",
                                       rooms.size(), " rooms asked in a batch")));
     } else if (const objstore::proto::RoomAnswer& room = applied->rooms(static_cast<int>(i));
                room.code() != 0) {
-      rooms[i](Status(static_cast<StatusCode>(room.code()), room.message()));
+      answered(Status(static_cast<StatusCode>(room.code()), room.message()));
     } else {
-      rooms[i](room.offset());
+      answered(room.offset());
     }
   }
 }
@@ -447,26 +464,35 @@ StatusOr<ClientRuntime::Room> ClientRuntime::room_for(size_t size,
   // Asked after what is queued: the drop of the last put's object frees room still in the
   // cache, which the node hands out again.
   for (auto& room : asked) ask_room_ahead(room);
+  ObjectId id = ObjectId::random();
+  StatusOr<uint64_t> offset = resource_exhausted_error("no room asked yet");
   if (ahead) {
     // Its answer is on the way if it has not arrived.
-    StatusOr<uint64_t> offset = ahead->reply.take();
+    offset = ahead->reply.take();
     if (offset.ok()) return placed(ahead->id, *offset, size);
-    // Refused (no room to spare, most likely): the rest would be too. Pause put-ahead and
-    // ask for room the ordinary way.
-    std::deque<std::shared_ptr<AheadRoom>> refused;
-    {
-      std::lock_guard lock(ahead_mu_);
-      ahead_paused_until_ = DeadlineTimer::Clock::now() + kAheadIdle;
-      refused.swap(ahead_);
+    if (!ahead->ahead) {
+      id = ahead->id;  // This put's own room, refused: not created.
+    } else {
+      // A room ahead refused (no room to spare, most likely): the rest would be too. Pause
+      // put-ahead and ask for room the ordinary way.
+      std::deque<std::shared_ptr<AheadRoom>> refused;
+      {
+        std::lock_guard lock(ahead_mu_);
+        ahead_paused_until_ = DeadlineTimer::Clock::now() + kAheadIdle;
+        refused.swap(ahead_);
+      }
+      for (auto& r : refused) give_back(*r);
+      offset = resource_exhausted_error("room ahead refused");
+      ahead.reset();
     }
-    for (auto& r : refused) give_back(*r);
   }
-  // Room now, in the next batch (after what is queued, as above), if there is room now.
-  const ObjectId id = ObjectId::random();
-  auto now = std::make_shared<Reply<uint64_t>>();
-  ask_room(id, size, false, [now](StatusOr<uint64_t> offset) { now->set(std::move(offset)); });
-  StatusOr<uint64_t> offset = now->take();
-  if (offset.ok()) return placed(id, *offset, size);
+  if (!ahead) {
+    // Room now, in the next batch (after what is queued, as above), if there is room now.
+    auto now = std::make_shared<Reply<uint64_t>>();
+    ask_room(id, size, false, [now](StatusOr<uint64_t> r) { now->set(std::move(r)); });
+    offset = now->take();
+    if (offset.ok()) return placed(id, *offset, size);
+  }
   if (offset.status().code() != StatusCode::kResourceExhausted) return offset.status();
   // Not now: store.create waits up to the put's timeout for room.
   objstore::proto::CreateRequest create;
@@ -480,8 +506,9 @@ StatusOr<ClientRuntime::Room> ClientRuntime::room_for(size_t size,
 }
 
 StatusOr<ClientRuntime::Room> ClientRuntime::placed(const ObjectId& id, uint64_t offset,
-                                                    size_t size) const {
+                                                    size_t size) {
   if (offset > segment_->size() || size > segment_->size() - offset) {
+    forget_room(id);  // The node created it: it goes back.
     return internal_error(str_cat("the node placed object ", id.to_hex(), " (", size,
                                   " bytes) at offset ", offset, ", outside its segment of ",
                                   segment_->size()));
@@ -509,6 +536,7 @@ std::vector<std::shared_ptr<AheadRoom>> ClientRuntime::rooms_to_ask_locked(size_
     auto room = std::make_shared<AheadRoom>();
     room->id = ObjectId::random();
     room->size = size;
+    room->ahead = !ahead_.empty();  // The first, with none ready, is this put's own.
     ahead_.push_back(room);
     asked.push_back(std::move(room));
   }
@@ -516,7 +544,7 @@ std::vector<std::shared_ptr<AheadRoom>> ClientRuntime::rooms_to_ask_locked(size_
 }
 
 void ClientRuntime::ask_room_ahead(const std::shared_ptr<AheadRoom>& room) {
-  ask_room(room->id, room->size, true, [this, room](StatusOr<uint64_t> offset) {
+  ask_room(room->id, room->size, room->ahead, [this, room](StatusOr<uint64_t> offset) {
     bool undo = false;
     {
       std::lock_guard room_lock(room->mu);

@@ -129,23 +129,29 @@ class ClientRuntime {
   struct Outgoing {
     std::optional<objstore::proto::BatchOp> op;
     std::function<void()> call;
-    std::function<void()> cancel;  // Ends a call that will not be sent, with CANCELLED.
+    std::function<void()> cancel;  // Ends a call (or room) that will not be sent: CANCELLED.
     bool after_removes = false;    // A call that must not overtake dropped references.
     bool lazy = false;             // A released pin that may wait for company.
     // For a RoomRequest: takes the node's answer (the room's offset).
     std::function<void(StatusOr<uint64_t>)> room_answer;
   };
   using RoomAnswered = std::function<void(StatusOr<uint64_t>)>;
+  // A room asked in a batch in flight: its object id (binary) and who takes the answer.
+  struct AskedRoom {
+    std::string object_id;
+    RoomAnswered answered;
+  };
   void push(Outgoing item);
   // On the progress thread: sends the outbox in order, consecutive operations as one batch;
   // with `all`, released pins too however few.
   void drain(bool all);
   void arm_release_timer_locked();
   void send_batch(objstore::proto::StoreBatchRequest batch, uint64_t puts,
-                  std::vector<RoomAnswered> rooms);
-  // Gives each room asked in a batch the node's answer to it (or the batch's error).
-  static void answer_rooms(const StatusOr<objstore::proto::StoreBatchResponse>& applied,
-                           const std::vector<RoomAnswered>& rooms);
+                  std::vector<AskedRoom> rooms);
+  // Gives each room asked in a batch the node's answer to it; when the batch failed, gives
+  // the rooms back (the node may have created them) and answers UNAVAILABLE.
+  void answer_rooms(const StatusOr<objstore::proto::StoreBatchResponse>& applied,
+                    const std::vector<AskedRoom>& rooms);
   // The node has applied the first `puts` arena puts (puts_synced_ only grows).
   void note_synced(uint64_t puts);
 
@@ -171,7 +177,8 @@ class ClientRuntime {
   // for room).
   StatusOr<Room> room_for(size_t size, std::chrono::milliseconds timeout);
   // `offset` of the segment for an object of `size`, checked to lie in it.
-  StatusOr<Room> placed(const ObjectId& id, uint64_t offset, size_t size) const;
+  // (A room outside it goes back to the node.)
+  StatusOr<Room> placed(const ObjectId& id, uint64_t offset, size_t size);
   // Put-ahead (ahead_mu_ held): the rooms to ask for a put of `size` and the next ones, added
   // to ahead_; one more for each equal put in a row, as many as put_ahead_bytes holds (1 to
   // kMaxRoomsAhead).

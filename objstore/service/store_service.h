@@ -251,7 +251,7 @@ class StoreService {
 
   std::atomic<uint64_t> clients_connected_{0};
   std::atomic<uint64_t> waiting_for_room_{0};     // space_waiters_.size(), for stats().
-  std::atomic<uint64_t> rooms_created_ahead_{0};  // Creates with `ahead` granted, for stats().
+  std::atomic<uint64_t> rooms_created_ahead_{0};  // RoomRequests with `ahead` granted.
   std::atomic<uint64_t> referenced_{0};
 };
 

@@ -225,8 +225,7 @@ class TransportBase : public Transport {
   bool started_ = false;
   Clock::time_point next_timer_run_ = Clock::now();
   // The loop's last clock reading (at most kClockEvery passes old in "poll" mode): liveness
-  // stamps use it
-  // instead of reading the clock once per message.
+  // stamps use it instead of reading the clock once per message.
   Clock::time_point coarse_now_ = Clock::now();
 
   std::atomic<uint64_t> peers_authenticated_{0};

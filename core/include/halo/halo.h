@@ -131,7 +131,7 @@ struct StoreInfo {
   uint64_t spilled_objects = 0;
   uint64_t evictions = 0;
   uint64_t puts_waiting_for_room = 0;  // Puts (of any process) the node holds until room frees.
-  uint64_t rooms_created_ahead = 0;    // Room clients created ahead of equal puts, so far.
+  uint64_t rooms_created_ahead = 0;    // Rooms clients asked ahead of their next puts, so far.
 };
 StoreInfo store_info();
 

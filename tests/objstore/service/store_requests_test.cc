@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -202,6 +203,35 @@ TEST_F(StoreRequests, RoomAskedAfterADroppedObjectInOneBatchIsTheDroppedObjectsP
   EXPECT_EQ(answered->rooms(0).offset(), first.offset());
   EXPECT_EQ(answered->rooms(1).code(), static_cast<int>(StatusCode::kInvalidArgument));
   EXPECT_EQ(stats().objects(), 1u);
+}
+
+TEST_F(StoreRequests, RoomFreedInABatchGoesToThePutWaitingNotToARoomAskedAfterIt) {
+  const proto::RoomAnswer big = ask_room(24ull << 20, false);
+  ASSERT_EQ(big.code(), 0) << big.message();
+  // A put that does not fit waits at the node for room...
+  proto::CreateRequest create;
+  create.set_object_id(ObjectId::random().binary());
+  create.set_size(20ull << 20);
+  create.set_timeout_ms(20'000);
+  auto waiting = rpc_->client().call<proto::CreateRequest, proto::CreateResponse>(
+      peer_, "store.create", create, 30s);
+  ASSERT_TRUE(wait_for([&] { return stats().puts_waiting_for_room() == 1; }, 20s));
+  // ...and the room a drop frees is its own (the node retries waiting puts as the drop frees
+  // room), not that of a room asked after the drop in the same batch, which would leave too
+  // little for it.
+  proto::StoreBatchRequest batch;
+  batch.add_ops()->mutable_remove_ref()->set_object_id(big.object_id());
+  proto::RoomRequest* next = batch.add_ops()->mutable_create();
+  next->set_object_id(ObjectId::random().binary());
+  next->set_size(14ull << 20);
+  auto answered = call<proto::StoreBatchRequest, proto::StoreBatchResponse>("store.batch", batch);
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  ASSERT_EQ(answered->rooms_size(), 1);
+  EXPECT_EQ(answered->rooms(0).code(), static_cast<int>(StatusCode::kResourceExhausted))
+      << answered->rooms(0).message();
+  ASSERT_EQ(waiting.wait_for(20s), std::future_status::ready);
+  auto created = waiting.get();
+  EXPECT_TRUE(created.ok()) << created.status();
 }
 
 TEST_F(StoreRequests, SealByAnotherClientThanTheCreatorIsRefused) {

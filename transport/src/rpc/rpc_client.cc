@@ -202,7 +202,10 @@ void ClientCore::complete(RpcCallId, PendingCall& call, Status status,
 }
 
 void ClientCore::count_calls_locked() {
-  awaited_->store(static_cast<int64_t>(calls_.size()), std::memory_order_relaxed);
+  // By difference: other RPC nodes on the transport count theirs in the same place.
+  const auto now = static_cast<int64_t>(calls_.size());
+  awaited_->fetch_add(now - counted_, std::memory_order_relaxed);
+  counted_ = now;
 }
 
 void ClientCore::on_deadline(RpcCallId id) {

@@ -23,7 +23,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
   using ResponseSink = std::function<void(Status status, std::span<const std::byte> body)>;
 
-  // `awaited` is kept at the number of outstanding calls (Transport::awaited_replies).
+  // The number of outstanding calls is added to `awaited` (Transport::awaited_replies).
   ClientCore(std::shared_ptr<RpcCounters> counters, std::shared_ptr<std::atomic<int64_t>> awaited,
              std::chrono::milliseconds check_interval);
   ~ClientCore();
@@ -52,7 +52,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   };
 
   std::optional<PendingCall> take(RpcCallId id);
-  // Publishes calls_.size() to awaited_ (mu_ held).
+  // Adds the change of calls_.size() since the last count to awaited_ (mu_ held).
   void count_calls_locked();
   void complete(RpcCallId id, PendingCall& call, Status status, std::span<const std::byte> body);
   void on_deadline(RpcCallId id);
@@ -68,6 +68,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   std::mutex mu_;
   std::unordered_map<RpcCallId, PendingCall> calls_;
+  int64_t counted_ = 0;  // calls_.size() as last added to awaited_.
   bool stopping_ = false;
 
   // Last member: its thread calls back into the members above, so it stops first.
