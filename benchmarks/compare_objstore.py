@@ -476,9 +476,9 @@ def main():
                          "0: 200,000")
     ap.add_argument("--progress-mode", default=None,
                     help="progress mode of halo-gcs and halo-node (poll, event, hybrid); "
-                         "default: theirs (halo-gcs event, halo-node hybrid)")
+                         "default: theirs (event)")
     ap.add_argument("--client-progress-mode", default=None,
-                    help="progress mode of the client processes; default: theirs (hybrid)")
+                    help="progress mode of the client processes; default: theirs (event)")
     ap.add_argument("--workdir", default=None, help="default BUILD/bench/objstore-work")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -496,8 +496,8 @@ def main():
     local = [m for m in metrics if m != "remote_get_bandwidth"]
     records = []
 
-    modes = {"nodes": args.progress_mode or "hybrid (default)",
-             "clients": args.client_progress_mode or "hybrid (default)"}
+    modes = {"nodes": args.progress_mode or "event (default)",
+             "clients": args.client_progress_mode or "event (default)"}
 
     def done(new):
         for r in new:
